@@ -1,0 +1,1 @@
+"""Stream processors of the pipeline and the pure decision core they apply."""

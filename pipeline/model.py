@@ -1,0 +1,151 @@
+"""Domain events and submission state: plain, immutable dataclasses.
+
+These are what the decision core consumes and produces. They carry only
+what decisions need; the full CloudEvent stays in the canonical log and the
+archive. All instants are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+Stance = Literal["support", "oppose"]
+Status = Literal["open", "closed", "withdrawn"]
+EscalationReason = Literal["support_threshold", "first_response_overdue", "resolution_overdue"]
+
+SUBMISSION_CREATED = "sada.submission.created"
+SUBMISSION_WITHDRAWN = "sada.submission.withdrawn"
+VOTE_CAST = "sada.vote.cast"
+VOTE_RETRACTED = "sada.vote.retracted"
+RESPONSE_POSTED = "sada.response.posted"
+SATISFACTION_RATED = "sada.satisfaction.rated"
+SUBMISSION_ESCALATED = "sada.submission.escalated"
+
+CLOSING_RESPONSES = frozenset({"answer", "resolution", "rejection"})
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionCreated:
+    key: str  # "<source> <id>": the idempotency key of the CloudEvent
+    time: datetime
+    submission_id: str
+    tracking_code: str
+    kind: str
+    unit_id: str
+    channel: str
+    author_role: str
+    anonymous: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionWithdrawn:
+    key: str
+    time: datetime
+    submission_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class VoteCast:
+    key: str
+    time: datetime
+    submission_id: str
+    voter_id: str
+    stance: Stance
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRetracted:
+    key: str
+    time: datetime
+    submission_id: str
+    voter_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePosted:
+    key: str
+    time: datetime
+    submission_id: str
+    response_id: str
+    unit_id: str
+    kind: str
+    referred_to_unit_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SatisfactionRated:
+    key: str
+    time: datetime
+    submission_id: str
+    rating: int
+
+
+DomainEvent = (
+    SubmissionCreated
+    | SubmissionWithdrawn
+    | VoteCast
+    | VoteRetracted
+    | ResponsePosted
+    | SatisfactionRated
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Escalated:
+    """A decision to escalate: becomes a ``sada.submission.escalated`` event."""
+
+    event_id: str
+    submission_id: str
+    time: datetime  # the instant of the decision (the deadline instant for overdue reasons)
+    from_level: int
+    to_level: int
+    from_unit_id: str
+    to_unit_id: str
+    reason: EscalationReason
+    support: int
+    deadline: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionState:
+    """What the decision core knows of one submission. Small on purpose: no voter lists."""
+
+    submission_id: str
+    tracking_code: str
+    kind: str
+    channel: str
+    created_at: datetime
+    status: Status
+    unit_id: str  # the unit holding it now
+    level: int  # escalations so far
+    support: int
+    oppose: int
+    arrived_at: datetime  # when it reached the current unit: both clocks start here
+    first_response_due: datetime | None  # None once stopped
+    resolution_due: datetime | None
+    first_response_overdue: bool  # passed at the root, where nothing moves
+    resolution_overdue: bool
+    first_response_at: datetime | None  # first response from a holding unit, ever
+    closed_at: datetime | None
+    satisfaction: int | None
+    escalations: int  # escalation events emitted, numbers them deterministically
+    updated_at: datetime  # effective time of the last change
+
+
+def utc(dt: datetime) -> datetime:
+    """The same instant in UTC; naive datetimes are rejected."""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime: an instant needs a time zone")
+    return dt.astimezone(UTC)
+
+
+def format_time(dt: datetime) -> str:
+    """RFC 3339 in UTC with microseconds: one spelling per instant, so bytes compare equal."""
+    return utc(dt).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 timestamp with offset, as a UTC datetime."""
+    return utc(datetime.fromisoformat(text))

@@ -1,0 +1,67 @@
+"""The small interface between the projector and its store (read model + archive).
+
+The projector folds canonical-log partitions and hands each batch's effects
+to a :class:`ProjectionStore`, which writes them, the archive records and the
+partition checkpoint in ONE transaction: a crash before commit leaves no
+effect, a crash after commit leaves no gap, so redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sada.pipeline.model import Escalated, ResponsePosted, Stance, SubmissionState
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    partition: int
+    next_offset: int = 0  # first canonical-log offset not yet applied
+    clock: datetime | None = None  # the partition's pipeline clock after the last record
+    head_hash: str = GENESIS_HASH  # hash of the last archived record of this partition
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """One event record of the log as applied: the ledger and the timeline are made of these."""
+
+    key: str  # "<source> <id>"
+    offset: int
+    submission_id: str
+    type: str
+    time: datetime  # the event's own time
+    at: datetime  # when it took effect
+    late: bool
+    effective: bool
+    note: str
+
+
+@dataclass(slots=True)
+class BatchWrite:
+    partition: int
+    checkpoint: Checkpoint  # the checkpoint after this batch
+    archive: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, record bytes)
+    applied: list[AppliedEvent] = field(default_factory=list)
+    states: list[SubmissionState] = field(default_factory=list)  # upsert, last version wins
+    stances: list[tuple[str, str, Stance | None, datetime]] = field(default_factory=list)
+    responses: list[tuple[ResponsePosted, datetime, bool]] = field(default_factory=list)
+    escalations: list[Escalated] = field(default_factory=list)
+
+
+class ProjectionStore(Protocol):
+    def load(self, partition: int) -> tuple[Checkpoint, list[SubmissionState]]: ...
+
+    def stances(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stance]: ...
+
+    def seen(self, keys: Iterable[str]) -> set[str]: ...
+
+    def write(self, batch: BatchWrite) -> None: ...
+
+    def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]: ...
+
+    def mark_published(self, event_ids: Iterable[str]) -> None: ...

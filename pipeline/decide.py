@@ -163,7 +163,9 @@ def _respond(state: SubmissionState, event: ResponsePosted, at: datetime, rules:
         moved = _arrive(
             replace(state, first_response_at=first_at), event.referred_to_unit_id, at, rules
         )
-        return Decision(moved)
+        # Referred down from the root, it may owe support levels it could not climb there.
+        moved, escalations = _climb_ladder(moved, at, rules)
+        return Decision(moved, escalations)
     if event.kind in CLOSING_RESPONSES:
         return Decision(
             replace(

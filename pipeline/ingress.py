@@ -90,6 +90,7 @@ class _Pending:
 class _PartitionProgress:
     max_time: datetime | None = None
     last_seen: float = float("-inf")
+    tracked_at: float = float("-inf")  # when assigned; see Ingress.track_partitions
 
 
 class Ingress:
@@ -162,9 +163,19 @@ class Ingress:
 
     # -- input --------------------------------------------------------------------
 
-    def track_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
+    def track_partitions(
+        self, partitions: Iterable[tuple[str, int]], now: float | None = None
+    ) -> None:
+        """Know the input partitions before they deliver.
+
+        With ``now``, a partition that has delivered no event yet holds the clock
+        back until ``idle_seconds`` after ``now``: a backlog it has not fetched yet
+        must not be overtaken (and made late) by its neighbours' first messages.
+        """
         for tp in partitions:
-            self._progress.setdefault(tp, _PartitionProgress())
+            prog = self._progress.setdefault(tp, _PartitionProgress())
+            if now is not None:
+                prog.tracked_at = now
 
     def offer(self, msg: InputMessage, now: float) -> list[Output]:
         """Take one input message; ``now`` is wall time in seconds (``time.time()``)."""
@@ -279,6 +290,11 @@ class Ingress:
         return out
 
     def _watermark(self, now: float) -> datetime | None:
+        if any(
+            p.max_time is None and now - p.tracked_at < self.idle_seconds
+            for p in self._progress.values()
+        ):
+            return None  # a partition just assigned has reached no time yet
         active = [
             p.max_time
             for p in self._progress.values()
@@ -319,8 +335,10 @@ class Ingress:
         if ce["type"] == SUBMISSION_CREATED:
             self._buffered_submissions.discard(sid)
             self._submissions.add(sid)
-            for w in sorted(self._waiting.pop(sid, [])):
-                out.extend(self._release(w, late=False))
+            # What waited for the submission follows it in event-time order: back in the
+            # buffer, released once the clock reaches each (at once if it already has).
+            for w in self._waiting.pop(sid, []):
+                heapq.heappush(self._buffer, w)
         return out
 
     @property

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sada.errors import SettingsError
 
@@ -61,7 +61,7 @@ class Settings:
             log_level=(_get(env, "SADA_LOG_LEVEL", str, d.log_level) or d.log_level).upper(),
         )
 
-    def replace(self, **changes: object) -> Settings:
+    def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values leave a field as it is."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -105,7 +105,7 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _clock(env: Mapping[str, str], name: str, default: ClockMode) -> ClockMode:
-    value = _get(env, name, str, default)
+    value: str = _get(env, name, str, str(default))
     if value == "wall":
         return "wall"
     if value == "event":

@@ -1,0 +1,258 @@
+"""The ingress stage on Kafka: input topics -> :class:`Ingress` -> canonical log or ``sada.dlq``.
+
+Thin: decode and decide are in :mod:`sada.pipeline.ingress`; this module only
+moves bytes. On start it learns the canonical log and the DLQ (so a restart
+neither re-logs nor re-rejects anything), then consumes the input partitions by
+manual assignment. An input offset is committed only once its message has been
+settled: written to the log, written to the DLQ, or absorbed as a duplicate.
+Crash anywhere, and restart re-reads from the last commit; what was already
+logged is absorbed by event key, what was already rejected by position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from sada import contracts, topics
+from sada.config import Config
+from sada.metrics import Metrics
+from sada.pipeline.ingress import Absorb, InputMessage, Ingress, InputPosition, Output, Reject
+from sada.pipeline.logcodec import decode as decode_log
+from sada.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP = "sada-ingress"
+DETAIL_MAX = 500
+
+
+@dataclass(slots=True)
+class IngressStats:
+    received: int = 0
+    released: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    late: int = 0
+    ticks: int = 0
+    commits: int = 0
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+async def read_topic_to_end(
+    bootstrap: str, topic: str, on_record: Any, max_records: int = 10000
+) -> int:
+    """Feed every record of ``topic`` (all partitions, beginning to current end) to a callback."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return 0
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        n = 0
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=max_records)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    if m.offset < ends[tp]:
+                        on_record(tp.partition, m)
+                        n += 1
+                if msgs and msgs[-1].offset >= ends[tp] - 1:
+                    remaining.discard(tp)
+        return n
+    finally:
+        await consumer.stop()
+
+
+class IngressStage:
+    def __init__(self, settings: Settings, config: Config, metrics: Metrics, bootstrap: str):
+        self.settings = settings
+        self.metrics = metrics
+        self.bootstrap = bootstrap
+        self.stats = IngressStats()
+        self.state = "starting"
+        self.ingress = Ingress(
+            units=config.units.keys(),
+            log_partitions=settings.partitions,
+            partition_for=topics.partition_for,
+            decode=contracts.decode,
+            validate=contracts.validate_event,
+            topic_of_type=contracts.TOPIC_OF_TYPE,
+            clock_mode=settings.clock,
+            idle_seconds=settings.idle_seconds,
+            tick_seconds=settings.tick_seconds,
+            grace_seconds=settings.grace_seconds,
+            max_event_bytes=settings.max_event_bytes,
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._unsettled: dict[TopicPartition, set[int]] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._stopping = asyncio.Event()
+
+    async def _restore(self) -> None:
+        def on_log(_partition: int, m: Any) -> None:
+            rec, ce = decode_log(m.value)
+            if ce is None:
+                self.ingress.restore_tick(rec.at)
+            else:
+                self.ingress.restore_logged(ce, rec.at)
+
+        def on_dlq(_partition: int, m: Any) -> None:
+            h = {k: v.decode("utf-8", "replace") for k, v in (m.headers or ())}
+            try:
+                self.ingress.restore_rejected(
+                    (h["sada.topic"], int(h["sada.partition"]), int(h["sada.offset"]))
+                )
+            except (KeyError, ValueError):
+                pass  # a record some other tool put on the DLQ
+
+        n = await read_topic_to_end(self.bootstrap, topics.LOG, on_log)
+        d = await read_topic_to_end(self.bootstrap, topics.DLQ, on_dlq)
+        log.info("ingress restored %d log records and %d rejections", n, d)
+
+    async def start(self) -> None:
+        await self._restore()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, max_batch_size=262144
+        )
+        await self._producer.start()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=GROUP,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        tps = []
+        for topic in topics.INPUT_TOPICS:
+            for p in sorted(consumer.partitions_for_topic(topic) or ()):
+                tps.append(TopicPartition(topic, p))
+        consumer.assign(tps)
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+                self._committed[tp] = 0
+            else:
+                consumer.seek(tp, committed)
+                self._committed[tp] = committed
+        self.ingress.track_partitions((tp.topic, tp.partition) for tp in tps)
+        self.state = "running"
+
+    async def run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        last_commit = time.monotonic()
+        while not self._stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.time()
+            outputs: list[Output] = []
+            for tp, msgs in batch.items():
+                unsettled = self._unsettled.setdefault(tp, set())
+                for m in msgs:
+                    unsettled.add(m.offset)
+                    self._next[tp] = m.offset + 1
+                    self.stats.received += 1
+                    msg = InputMessage(m.topic, m.partition, m.offset, m.key, m.value)
+                    outputs.extend(self.ingress.offer(msg, now))
+            outputs.extend(self.ingress.poll(now))
+            if outputs:
+                await self._carry_out(outputs)
+            if time.monotonic() - last_commit > 0.5:
+                await self._commit()
+                last_commit = time.monotonic()
+        await self._commit()
+
+    async def _carry_out(self, outputs: list[Output]) -> None:
+        assert self._producer is not None
+        producer = self._producer
+        futures: list[Awaitable[Any]] = []
+        settled: list[InputPosition] = []
+        m = self.metrics
+        for out in outputs:
+            if isinstance(out, Absorb):
+                self.stats.duplicates += 1
+                m.event_received(out.type, None)
+                m.event_duplicate(out.type)
+                settled.append(out.message.position)
+            elif isinstance(out, Reject):
+                self.stats.rejected += 1
+                m.event_received(out.type, None)
+                m.event_rejected(out.type, out.reason)
+                m.dlq_record(out.reason)
+                msg = out.message
+                headers = [
+                    ("sada.reason", str(out.reason).encode()),
+                    ("sada.detail", out.detail[:DETAIL_MAX].encode("utf-8", "replace")),
+                    ("sada.topic", msg.topic.encode()),
+                    ("sada.partition", str(msg.partition).encode()),
+                    ("sada.offset", str(msg.offset).encode()),
+                ]
+                futures.append(
+                    await producer.send(topics.DLQ, value=msg.value, key=msg.key, headers=headers)
+                )
+                settled.append(msg.position)
+            else:
+                futures.append(
+                    await producer.send(
+                        topics.LOG,
+                        value=out.value,
+                        key=out.key.encode() if out.key else None,
+                        partition=out.log_partition,
+                    )
+                )
+                if out.settles is None:
+                    self.stats.ticks += 1
+                else:
+                    self.stats.released += 1
+                    m.event_received(out.type, out.channel)
+                    m.event_accepted(out.type, out.channel)
+                    if out.late:
+                        self.stats.late += 1
+                        m.event_late(out.type)
+                    settled.append(out.settles)
+        if futures:
+            await asyncio.gather(*futures)
+        for topic, partition, offset in settled:
+            self._unsettled.get(TopicPartition(topic, partition), set()).discard(offset)
+
+    async def _commit(self) -> None:
+        assert self._consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for tp, nxt in self._next.items():
+            unsettled = self._unsettled.get(tp)
+            safe = min(unsettled) if unsettled else nxt
+            if safe > self._committed.get(tp, 0):
+                offsets[tp] = safe
+        if offsets:
+            await self._consumer.commit(offsets)
+            self._committed.update(offsets)
+            self.stats.commits += 1
+
+    def lag(self) -> int:
+        return self.ingress.buffered
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        self.state = "stopped"
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()

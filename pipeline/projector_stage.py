@@ -1,0 +1,161 @@
+"""The projector stage on Kafka: canonical log -> decisions -> store, escalations -> topic.
+
+Each log partition has one :class:`Projector`; its checkpoint lives in the store,
+written in the same transaction as the batch's effects, so the stage seeks to
+the stored checkpoint on start and never depends on Kafka's committed offsets.
+Escalations reach ``sada.escalations`` through an outbox: written with the
+batch, published after commit, then marked published. A crash between publish
+and mark publishes again with the same event ids (dedupable downstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from sada import topics
+from sada.config import Config
+from sada.consumers.store import SqlStore
+from sada.metrics import Metrics
+from sada.pipeline.logcodec import dumps
+from sada.pipeline.outbound import escalation_event
+from sada.pipeline.projector import BatchResult, Projector
+from sada.pipeline.rules import Rules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ProjectorStats:
+    applied: int = 0
+    duplicates: int = 0
+    escalations: int = 0
+    published: int = 0
+    batches: int = 0
+
+
+class ProjectorStage:
+    def __init__(self, config: Config, store: SqlStore, metrics: Metrics, bootstrap: str):
+        self.rules = Rules.from_config(config)
+        self.store = store
+        self.metrics = metrics
+        self.bootstrap = bootstrap
+        self.stats = ProjectorStats()
+        self.state = "starting"
+        self.projectors: dict[int, Projector] = {}
+        self.ends: dict[int, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5
+        )
+        await self._producer.start()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        parts = sorted(consumer.partitions_for_topic(topics.LOG) or ())
+        tps = [TopicPartition(topics.LOG, p) for p in parts]
+        consumer.assign(tps)
+        for tp in tps:
+            self.projectors[tp.partition] = Projector(self.rules, self.store, tp.partition)
+            consumer.seek(tp, self.projectors[tp.partition].next_offset)
+        await self._publish_outbox()
+        self.state = "running"
+
+    async def run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while not self._stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+            if not batch:
+                continue
+            for tp, msgs in sorted(batch.items(), key=lambda kv: kv[0].partition):
+                records = [(m.offset, m.value) for m in msgs]
+                arrived = [m.timestamp for m in msgs]
+                await self._apply(tp, records, arrived)
+            await self._publish_outbox()
+
+    async def _apply(
+        self, tp: TopicPartition, records: list[tuple[int, bytes]], stamps: list[int]
+    ) -> None:
+        projector = self.projectors[tp.partition]
+        try:
+            result = await asyncio.to_thread(projector.apply_batch, records)
+        except Exception:
+            # The fold may be ahead of the store now: rebuild it from the store and
+            # re-read from the stored checkpoint.
+            log.exception("partition %d: batch failed; reloading from the store", tp.partition)
+            fresh = await asyncio.to_thread(Projector, self.rules, self.store, tp.partition)
+            self.projectors[tp.partition] = fresh
+            assert self._consumer is not None
+            self._consumer.seek(tp, fresh.next_offset)
+            await asyncio.sleep(0.5)
+            return
+        self._observe(result, stamps)
+
+    def _observe(self, result: BatchResult, stamps: list[int]) -> None:
+        m = self.metrics
+        self.stats.batches += 1
+        self.stats.applied += result.applied
+        self.stats.duplicates += result.duplicates
+        self.stats.escalations += len(result.escalations)
+        for esc in result.escalations:
+            m.escalated(esc.to_level, esc.reason)
+        for kind, hours in result.first_response_hours:
+            m.first_response(kind, hours)
+        for kind, hours in result.resolution_hours:
+            m.resolved(kind, hours)
+        for unit, rating in result.satisfaction:
+            m.satisfaction(unit, rating)
+        if stamps and result.applied:
+            now_ms = time.time() * 1000
+            m.decision_lag(max(0.0, (now_ms - stamps[-1]) / 1000))
+
+    async def _publish_outbox(self) -> None:
+        assert self._producer is not None
+        while True:
+            todo = await asyncio.to_thread(self.store.unpublished_escalations, 1000)
+            if not todo:
+                return
+            futures = [
+                await self._producer.send(
+                    topics.ESCALATIONS,
+                    value=dumps(escalation_event(esc)),
+                    key=esc.submission_id.encode(),
+                )
+                for esc in todo
+            ]
+            await asyncio.gather(*futures)
+            await asyncio.to_thread(self.store.mark_published, [e.event_id for e in todo])
+            self.stats.published += len(todo)
+
+    async def lag(self) -> int:
+        """Canonical-log records not yet applied, over all partitions."""
+        if self._consumer is None:
+            return 0
+        tps = [TopicPartition(topics.LOG, p) for p in self.projectors]
+        ends = await self._consumer.end_offsets(tps)
+        return sum(
+            max(0, ends[tp] - self.projectors[tp.partition].next_offset) for tp in tps
+        )
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        self.state = "stopped"
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()

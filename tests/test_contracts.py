@@ -1,0 +1,389 @@
+"""The event contracts: the published schemas, their examples, and what validation rejects.
+
+Example files under ``schemas/examples`` are named
+``<type>.valid.<n>.json`` or ``<type>.invalid.<reason>.<what>.json``; each must
+be accepted, or rejected with exactly that reason. A second, independent
+validator built the way an integrator would build it (the published files, a
+``referencing`` registry, a stock :mod:`jsonschema` validator) must agree with
+Sada on every event Hypothesis can derive from the examples.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from sada.contracts import (
+    EVENT_TYPES,
+    TOPIC_OF_TYPE,
+    decode,
+    schema_id,
+    validate_event,
+)
+from sada.errors import EventRejectedError
+from sada.reasons import Reason
+from sada.tracking import is_valid_tracking_code
+
+SCHEMA_DIR = Path(str(resources.files("sada.schemas")))
+EXAMPLE_DIR = SCHEMA_DIR / "examples"
+SCHEMA_FILES = sorted(SCHEMA_DIR.glob("*.json"))
+EXAMPLES = sorted(EXAMPLE_DIR.glob("*.json"))
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def example_name(path: Path) -> tuple[str, bool, str | None]:
+    """(type, valid?, expected reason) from an example's file name."""
+    stem = path.name.removesuffix(".json")
+    for marker in (".valid.", ".invalid."):
+        type_, found, rest = stem.partition(marker)
+        if found:
+            valid = marker == ".valid."
+            return type_, valid, None if valid else rest.split(".")[0]
+    raise AssertionError(f"{path.name} is named neither <type>.valid.* nor <type>.invalid.*")
+
+
+def rejection(raw: bytes) -> EventRejectedError | None:
+    try:
+        validate_event(decode(raw))
+    except EventRejectedError as e:
+        return e
+    return None
+
+
+def rejection_of(event: object) -> EventRejectedError | None:
+    try:
+        validate_event(event)
+    except EventRejectedError as e:
+        return e
+    return None
+
+
+def valid_examples() -> list[dict[str, Any]]:
+    return [load(p) for p in EXAMPLES if example_name(p)[1]]
+
+
+# -- the schema files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.name)
+def test_every_schema_is_valid_json_schema_2020_12(path: Path) -> None:
+    schema = load(path)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.name)
+def test_schema_ids_follow_the_file_names(path: Path) -> None:
+    name, _, version = path.name.removesuffix(".json").rpartition(".")
+    assert load(path)["$id"] == f"https://sada.example/schemas/{name}/{version}.json"
+
+
+def test_every_event_type_has_a_schema_and_its_id_is_the_dataschema() -> None:
+    assert {example_name(p)[0] for p in EXAMPLES} <= EVENT_TYPES
+    for type_ in EVENT_TYPES:
+        assert schema_id(type_) == load(SCHEMA_DIR / f"{type_}.v1.json")["$id"]
+    envelope = load(SCHEMA_DIR / "cloudevent.v1.json")
+    assert set(envelope["properties"]["type"]["enum"]) == EVENT_TYPES
+
+
+def test_schema_id_of_an_unknown_type_is_refused() -> None:
+    with pytest.raises(EventRejectedError) as caught:
+        schema_id("sada.vote.changed")
+    assert caught.value.reason == Reason.UNKNOWN_TYPE
+
+
+def test_topics_of_types_follow_the_contract() -> None:
+    assert dict(TOPIC_OF_TYPE) == {
+        "sada.submission.created": "sada.submissions",
+        "sada.submission.withdrawn": "sada.submissions",
+        "sada.vote.cast": "sada.votes",
+        "sada.vote.retracted": "sada.votes",
+        "sada.response.posted": "sada.responses",
+        "sada.satisfaction.rated": "sada.responses",
+        "sada.submission.escalated": "sada.escalations",
+    }
+    assert frozenset(TOPIC_OF_TYPE) == EVENT_TYPES
+
+
+# -- the examples ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_", sorted(EVENT_TYPES))
+def test_every_type_has_valid_and_invalid_examples(type_: str) -> None:
+    named = [example_name(p) for p in EXAMPLES]
+    assert sum(1 for t, valid, _ in named if t == type_ and valid) >= 2
+    assert sum(1 for t, valid, _ in named if t == type_ and not valid) >= 2
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_accepted_or_rejected_as_named(path: Path) -> None:
+    type_, valid, reason = example_name(path)
+    error = rejection(path.read_bytes())
+    if valid:
+        assert error is None, f"{path.name}: {error}"
+        assert load(path)["type"] == type_
+    else:
+        assert reason in set(Reason), f"{path.name}: {reason!r} is not a rejection reason"
+        assert error is not None, f"{path.name} was accepted"
+        assert error.reason == reason, f"{path.name}: {error}"
+
+
+def test_valid_examples_carry_text_in_persian_and_russian() -> None:
+    texts = " ".join(
+        str(e["data"].get(field, "")) for e in valid_examples() for field in ("title", "body")
+    )
+    assert any("\u0600" <= ch <= "\u06ff" for ch in texts)
+    assert any("\u0400" <= ch <= "\u04ff" for ch in texts)
+
+
+def test_oversized_body_is_rejected_with_a_short_detail_naming_the_field() -> None:
+    event = load(EXAMPLE_DIR / "sada.submission.created.valid.1.json")
+    event["data"]["body"] = "ب" * 10_001
+    error = rejection_of(event)
+    assert error is not None
+    assert error.reason == Reason.SCHEMA_VIOLATION
+    assert error.detail.startswith("data.body: ")
+    assert "too long" in error.detail
+    assert len(error.detail) < 300
+
+    event["data"]["body"] = "ب" * 10_000
+    assert rejection_of(event) is None
+
+
+def test_details_name_the_json_path() -> None:
+    event = load(EXAMPLE_DIR / "sada.submission.created.valid.1.json")
+    event["data"]["author"]["role"] = "dean"
+    error = rejection_of(event)
+    assert error is not None and error.detail.startswith("data.author.role: ")
+    event = load(EXAMPLE_DIR / "sada.vote.cast.valid.1.json")
+    event["time"] = "yesterday"
+    error = rejection_of(event)
+    assert error is not None and error.detail.startswith("time: ")
+
+
+def test_a_wrong_check_digit_is_an_invalid_tracking_code() -> None:
+    event = load(EXAMPLE_DIR / "sada.submission.created.valid.1.json")
+    code = event["data"]["tracking_code"]
+    assert is_valid_tracking_code(code)
+    for digit in "0123456789":
+        event["data"]["tracking_code"] = code[:-1] + digit
+        error = rejection_of(event)
+        if digit == code[-1]:
+            assert error is None
+        else:
+            assert error is not None and error.reason == Reason.INVALID_TRACKING_CODE
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("subject", "sub-1\n"),
+        ("time", "2025-05-28T09:30:00+03:30\n"),
+        ("time", "2025-05-28t09:30:00z"),
+        ("time", "2025-05-28T09:30:60Z"),
+        ("time", "۲۰۲۵-05-28T09:30:00Z"),
+        ("id", ""),
+        ("id", "x" * 201),
+        ("source", "x" * 501),
+    ],
+)
+def test_envelope_values_are_checked_strictly(field: str, value: str) -> None:
+    event = load(EXAMPLE_DIR / "sada.vote.cast.valid.1.json")
+    event[field] = value
+    error = rejection_of(event)
+    assert error is not None and error.reason == Reason.INVALID_ENVELOPE, error
+
+
+def test_optional_envelope_attributes_may_be_left_out() -> None:
+    for event in valid_examples():
+        for optional in ("datacontenttype", "dataschema"):
+            event.pop(optional, None)
+        assert rejection_of(event) is None
+
+
+def test_a_redelivered_event_validates_the_same() -> None:
+    raw = (EXAMPLE_DIR / "sada.vote.cast.valid.1.json").read_bytes()
+    assert rejection(raw) is None
+    assert rejection(raw) is None
+
+
+# -- decoding ----------------------------------------------------------------------
+
+
+def test_decode_rejects_oversized_values_before_parsing() -> None:
+    raw = (EXAMPLE_DIR / "sada.vote.cast.valid.1.json").read_bytes()
+    assert decode(raw, max_bytes=len(raw)) == json.loads(raw)
+    with pytest.raises(EventRejectedError) as caught:
+        decode(raw, max_bytes=len(raw) - 1)
+    assert caught.value.reason == Reason.TOO_LARGE
+    with pytest.raises(EventRejectedError) as caught:
+        decode(b"{" + b" " * 70_000 + b"}")
+    assert caught.value.reason == Reason.TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{", b"not json", b'{"a": NaN}', b"\xff\xfe{}", b'{"a": "\xed\xa0\x80"}', b"{}{}"],
+)
+def test_decode_rejects_what_is_not_json(raw: bytes) -> None:
+    with pytest.raises(EventRejectedError) as caught:
+        decode(raw)
+    assert caught.value.reason == Reason.INVALID_JSON
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"[{}]", b"42", b'"sada"', b"null"])
+def test_json_that_is_not_an_object_is_not_an_event(raw: bytes) -> None:
+    with pytest.raises(EventRejectedError) as caught:
+        decode(raw)
+    assert caught.value.reason == Reason.INVALID_ENVELOPE
+    error = rejection_of(json.loads(raw))
+    assert error is not None and error.reason == Reason.INVALID_ENVELOPE
+
+
+def test_decode_tolerates_a_byte_order_mark() -> None:
+    raw = (EXAMPLE_DIR / "sada.vote.cast.valid.1.json").read_bytes()
+    assert decode(b"\xef\xbb\xbf" + raw) == decode(raw)
+
+
+# -- agreement with a stock validator over the published files -------------------------
+
+
+def _reference() -> tuple[Any, dict[str, Any]]:
+    schemas = [load(p) for p in SCHEMA_FILES]
+    registry: Registry[Any] = Registry().with_resources(
+        (s["$id"], DRAFT202012.create_resource(s)) for s in schemas
+    )
+    formats = FormatChecker()
+    formats.checks("sada-tracking-code")(
+        lambda v: not isinstance(v, str) or is_valid_tracking_code(v)
+    )
+
+    def calendar_date(v: object) -> bool:
+        if isinstance(v, str):
+            try:
+                datetime.fromisoformat(v)
+            except ValueError:
+                return False
+        return True
+
+    formats.checks("date-time")(calendar_date)
+
+    def validator(schema: dict[str, Any]) -> Any:
+        return Draft202012Validator(schema, registry=registry, format_checker=formats)
+
+    by_id = {s["$id"]: validator(s) for s in schemas}
+    envelope = by_id["https://sada.example/schemas/cloudevent/v1.json"]
+    return envelope, by_id
+
+
+REFERENCE_ENVELOPE, REFERENCE_BY_ID = _reference()
+
+
+def reference_accepts(event: Any) -> bool:
+    """What an integrator following the published contract would accept."""
+    if not REFERENCE_ENVELOPE.is_valid(event):
+        return False
+    dataschema = event.get("dataschema", schema_id(event["type"]))
+    data_validator = REFERENCE_BY_ID.get(dataschema)
+    if data_validator is None or not dataschema.startswith(
+        f"https://sada.example/schemas/{event['type']}/"
+    ):
+        return False
+    if not data_validator.is_valid(event["data"]):
+        return False
+    return bool(event["subject"] == event["data"]["submission_id"])
+
+
+json_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=12),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-2, max_value=10),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "1.0",
+            "support",
+            "oppose",
+            "referral",
+            "answer",
+            "complaint",
+            "telegram",
+            "student",
+            "fa",
+            "ru-RU",
+            "Russian",
+            "univ",
+            "univ.monitoring",
+            "sub-2025-000101",
+            "sub-2025-000101\n",
+            "application/json",
+            "2025-05-28T09:30:00+03:30",
+            "2025-02-30T09:30:00Z",
+            "2025-05-28T09:30:00",
+            "first_response_overdue",
+            "support_threshold",
+            "00005724",
+            "00005727",
+            "۰۰۰۰۵۷۲۴",
+            "https://sada.example/schemas/sada.vote.cast/v1.json",
+            "https://sada.example/schemas/sada.submission.created/v1.json",
+            "دانشجویان، کارکنان و اعضای هیئت علمی",
+            "x" * 101,
+        ]
+    ),
+    st.text(max_size=12),
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["id", "role", "kind", "x"]), inner, max_size=3),
+    max_leaves=6,
+)
+KEYS = [
+    "specversion", "id", "source", "type", "time", "subject", "datacontenttype",
+    "dataschema", "data", "traceparent", "Trace", "submission_id", "tracking_code",
+    "kind", "title", "body", "language", "channel", "unit_id", "author", "anonymous",
+    "voter_id", "stance", "response_id", "referred_to_unit_id", "rating", "comment",
+    "from_level", "to_level", "from_unit_id", "to_unit_id", "reason", "support",
+    "deadline", "role",
+]  # fmt: skip
+
+
+@st.composite
+def mutated_events(draw: st.DrawFn) -> Any:
+    event = copy.deepcopy(draw(st.sampled_from(valid_examples())))
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        target = event
+        if draw(st.booleans()) and isinstance(event.get("data"), dict):
+            target = event["data"]
+            if draw(st.booleans()) and isinstance(target.get("author"), dict):
+                target = target["author"]
+        key = draw(st.sampled_from(KEYS))
+        if draw(st.integers(min_value=0, max_value=3)) == 0:
+            target.pop(key, None)
+        else:
+            target[key] = draw(json_values)
+    return event
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_events())
+def test_sada_accepts_exactly_what_the_published_schemas_accept(event: Any) -> None:
+    error = rejection_of(event)
+    assert (error is None) == reference_accepts(event), error

@@ -12,6 +12,7 @@ logged is absorbed by event key, what was already rejected by position.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -23,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sada import contracts, topics
 from sada.config import Config
 from sada.metrics import Metrics
-from sada.pipeline.ingress import Absorb, InputMessage, Ingress, InputPosition, Output, Reject
+from sada.pipeline.ingress import Absorb, Ingress, InputMessage, InputPosition, Output, Reject
 from sada.pipeline.logcodec import decode as decode_log
 from sada.settings import Settings
 
@@ -48,7 +49,12 @@ class IngressStats:
 async def read_topic_to_end(
     bootstrap: str, topic: str, on_record: Any, max_records: int = 10000
 ) -> int:
-    """Feed every record of ``topic`` (all partitions, beginning to current end) to a callback."""
+    """Feed every record of ``topic`` (all partitions, beginning to current end) to a callback.
+
+    The end is the high watermark that fetch responses report, not ListOffsets:
+    some Kafka-compatible brokers (Tansu 0.6) answer ListOffsets(latest) with the
+    last batch's base offset + 1, which would cut off the rest of that batch.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -57,19 +63,25 @@ async def read_topic_to_end(
         if not tps:
             return 0
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
+        remaining = set(tps)
+        quiet: dict[TopicPartition, int] = dict.fromkeys(tps, 0)
         n = 0
         while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=max_records)
-            for tp, msgs in batch.items():
+            batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=max_records)
+            for msgs in batch.values():
                 for m in msgs:
-                    if m.offset < ends[tp]:
-                        on_record(tp.partition, m)
-                        n += 1
-                if msgs and msgs[-1].offset >= ends[tp] - 1:
+                    on_record(m.partition, m)
+                    n += 1
+            for tp in list(remaining):
+                hw = consumer.highwater(tp)
+                if hw is not None and await consumer.position(tp) >= hw:
                     remaining.discard(tp)
+                elif not batch.get(tp):
+                    # No fetch answer with a high watermark: an empty partition.
+                    quiet[tp] += 1
+                    if hw is None and quiet[tp] >= 3:
+                        remaining.discard(tp)
         return n
     finally:
         await consumer.stop()
@@ -112,12 +124,11 @@ class IngressStage:
 
         def on_dlq(_partition: int, m: Any) -> None:
             h = {k: v.decode("utf-8", "replace") for k, v in (m.headers or ())}
-            try:
+            # A record some other tool put on the DLQ has no position: skip it.
+            with contextlib.suppress(KeyError, ValueError):
                 self.ingress.restore_rejected(
                     (h["sada.topic"], int(h["sada.partition"]), int(h["sada.offset"]))
                 )
-            except (KeyError, ValueError):
-                pass  # a record some other tool put on the DLQ
 
         n = await read_topic_to_end(self.bootstrap, topics.LOG, on_log)
         d = await read_topic_to_end(self.bootstrap, topics.DLQ, on_dlq)
@@ -151,7 +162,7 @@ class IngressStage:
             else:
                 consumer.seek(tp, committed)
                 self._committed[tp] = committed
-        self.ingress.track_partitions((tp.topic, tp.partition) for tp in tps)
+        self.ingress.track_partitions(((tp.topic, tp.partition) for tp in tps), time.time())
         self.state = "running"
 
     async def run(self) -> None:

@@ -53,9 +53,7 @@ class ProjectorStage:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5
-        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         await self._producer.start()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -141,14 +139,19 @@ class ProjectorStage:
             self.stats.published += len(todo)
 
     async def lag(self) -> int:
-        """Canonical-log records not yet applied, over all partitions."""
+        """Canonical-log records not yet applied, over all partitions.
+
+        From the high watermark of the last fetch, not ListOffsets (see
+        :func:`~sada.pipeline.ingress_stage.read_topic_to_end`).
+        """
         if self._consumer is None:
             return 0
-        tps = [TopicPartition(topics.LOG, p) for p in self.projectors]
-        ends = await self._consumer.end_offsets(tps)
-        return sum(
-            max(0, ends[tp] - self.projectors[tp.partition].next_offset) for tp in tps
-        )
+        total = 0
+        for partition, projector in self.projectors.items():
+            hw = self._consumer.highwater(TopicPartition(topics.LOG, partition))
+            if hw is not None:
+                total += max(0, hw - projector.next_offset)
+        return total
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -76,9 +76,11 @@ class Worker:
 
     @property
     def ok(self) -> bool:
-        return self.failure is None and all(
-            s.state == "running" for s in (self.ingress, self.projector)
-        ) and not any(t.done() for t in self._tasks)
+        return (
+            self.failure is None
+            and all(s.state == "running" for s in (self.ingress, self.projector))
+            and not any(t.done() for t in self._tasks)
+        )
 
     async def health(self) -> dict[str, Any]:
         clock = self.ingress.ingress.clock

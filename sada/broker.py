@@ -191,7 +191,8 @@ class EmbeddedBroker:
         """Start Tansu and return once it answers a Kafka metadata request.
 
         Raises :class:`BrokerError` if the port is taken, the binary is missing,
-        or the broker does not answer within ``timeout`` seconds.
+        or the broker does not answer within ``timeout`` seconds. An instance
+        is started once; a stopped broker is not restarted (its data is gone).
         """
         if self._proc is not None:
             raise BrokerError(f"the embedded broker on {self.bootstrap} was already started")
@@ -212,10 +213,11 @@ class EmbeddedBroker:
                 process_group=0,
                 preexec_fn=_die_with_parent_hook(),
             )
-        except OSError as e:
+        except (OSError, subprocess.SubprocessError) as e:
             if log_file is not None:
                 log_file.close()
-            raise BrokerError(f"cannot run broker binary {binary!r}: {e.strerror or e}") from e
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else _one_line(e)
+            raise BrokerError(f"cannot run broker binary {binary!r}: {reason}") from e
         self._reader = threading.Thread(
             target=self._drain_output,
             args=(self._proc.stdout, log_file),

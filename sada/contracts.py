@@ -151,8 +151,7 @@ def validate_event(event: object) -> None:
     if event["subject"] != data["submission_id"]:
         raise EventRejectedError(
             Reason.SUBJECT_MISMATCH,
-            f"subject: {event['subject']!r} is not data.submission_id "
-            f"{data['submission_id']!r}",
+            f"subject: {event['subject']!r} is not data.submission_id {data['submission_id']!r}",
         )
 
 

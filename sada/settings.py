@@ -33,7 +33,7 @@ class Settings:
     partitions: int = 4
     clock: ClockMode = "wall"
     idle_seconds: float = 5.0
-    tick_seconds: float = 1.0
+    tick_seconds: float = 15.0
     grace_seconds: float = 10.0
     max_event_bytes: int = 65536
     pseudonym_key: str | None = None

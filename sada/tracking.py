@@ -62,9 +62,7 @@ def damm_check_digit(digits: str) -> str:
 
 def is_valid_tracking_code(code: str) -> bool:
     """True if ``code`` is 8–12 ASCII digits ending in the Damm check digit of the rest."""
-    return (
-        MIN_LENGTH <= len(code) <= MAX_LENGTH and _is_ascii_digits(code) and _interim(code) == 0
-    )
+    return MIN_LENGTH <= len(code) <= MAX_LENGTH and _is_ascii_digits(code) and _interim(code) == 0
 
 
 def new_tracking_code(rng: random.Random | None = None, length: int = 10) -> str:
@@ -81,9 +79,7 @@ def new_tracking_code(rng: random.Random | None = None, length: int = 10) -> str
     source = rng if rng is not None else _SYSTEM_RANDOM
     # A leading zero is lost when a code passes through a spreadsheet or a
     # phone keypad form that stores numbers.
-    body = str(source.randint(1, 9)) + "".join(
-        str(source.randint(0, 9)) for _ in range(length - 2)
-    )
+    body = str(source.randint(1, 9)) + "".join(str(source.randint(0, 9)) for _ in range(length - 2))
     return body + damm_check_digit(body)
 
 

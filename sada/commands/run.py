@@ -17,7 +17,7 @@ import signal
 from typing import TextIO
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from sada.broker import EmbeddedBroker, port_is_free
 from sada.commands.common import add_connection_arguments, resolve_config, resolve_settings
@@ -112,6 +112,7 @@ async def _serve(
     from sada.http import build_app
     from sada.pipeline.worker import Worker
 
+    disable_created_metrics()  # *_created series double the scrape for no SLA value
     registry = CollectorRegistry()
     metrics = Metrics(registry, config.units.keys())
     worker = Worker(settings, config, store, metrics, bootstrap, embedded)

@@ -1,0 +1,1 @@
+"""Integrator side: event builder, Kafka SDK, HTTP gateway, traffic simulator."""

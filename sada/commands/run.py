@@ -112,7 +112,7 @@ async def _serve(
     from sada.http import build_app
     from sada.pipeline.worker import Worker
 
-    disable_created_metrics()  # *_created series double the scrape for no SLA value
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape for no SLA value
     registry = CollectorRegistry()
     metrics = Metrics(registry, config.units.keys())
     worker = Worker(settings, config, store, metrics, bootstrap, embedded)

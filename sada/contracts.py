@@ -334,7 +334,8 @@ def _is_date_time(value: object) -> bool:
 # A general validator re-creates a validator object for every subschema it
 # enters; a predicate built once from the (ref-free) schema does not. Only the
 # keywords Sada's schemas use are compiled; a schema with any other keyword
-# gets no predicate and is always checked by jsonschema.
+# gets no predicate and is always checked by jsonschema. The loops below are
+# spelled out because all() over a generator costs a third of the throughput.
 
 
 class _UnsupportedKeyword(Exception):
@@ -381,7 +382,7 @@ def _all_of(checks: list[_Predicate]) -> _Predicate:
         return checks[0]
 
     def check(x: object) -> bool:
-        for c in checks:
+        for c in checks:  # noqa: SIM110
             if not c(x):
                 return False
         return True
@@ -439,7 +440,7 @@ def _properties(value: Any, schema: Any, formats: FormatChecker) -> _Predicate:
     def check(x: object) -> bool:
         if not isinstance(x, dict):
             return True
-        for name, c in checks:
+        for name, c in checks:  # noqa: SIM110
             if name in x and not c(x[name]):
                 return False
         return True
@@ -518,7 +519,7 @@ def _dependent_schemas(value: Any, schema: Any, formats: FormatChecker) -> _Pred
     def check(x: object) -> bool:
         if not isinstance(x, dict):
             return True
-        for name, c in checks:
+        for name, c in checks:  # noqa: SIM110
             if name in x and not c(x):
                 return False
         return True

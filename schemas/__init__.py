@@ -4,6 +4,11 @@
 follows; ``<type>.v<n>.json`` describes the ``data`` of one event type, and its
 ``$id`` is the CloudEvents ``dataschema`` value; ``sada.common.v1.json`` holds
 the value types they share. ``examples/`` holds whole events that are valid,
-or invalid for the reason their file name gives. :mod:`sada.contracts` loads
-and applies these files; outside tools can use them as they are.
+or invalid for the reason their file name gives
+(``<type>.invalid.<reason>.<what>.json``).
+
+:mod:`sada.contracts` loads and applies these files. Outside tools can use
+them as they are, with one addition: the ``sada-tracking-code`` format (the
+last digit is the Damm check digit of the others, see :mod:`sada.tracking`)
+must be registered with their validator, or wrong check digits pass.
 """

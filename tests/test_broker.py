@@ -120,10 +120,16 @@ class SadaBroker:
             self._lines.put(line)
 
     def first_line(self, timeout: float = 60) -> str:
-        try:
-            return self._lines.get(timeout=timeout).rstrip("\n")
-        except queue.Empty:
-            raise AssertionError(f"sada broker printed nothing within {timeout}s") from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self._lines.get(timeout=0.1).rstrip("\n")
+            except queue.Empty:
+                if self.proc.poll() is not None and self._lines.empty():
+                    raise AssertionError(
+                        f"sada broker exited with {self.proc.returncode}: {self.stderr()}"
+                    ) from None
+        raise AssertionError(f"sada broker printed nothing within {timeout}s")
 
     def stderr(self) -> str:
         assert self.proc.stderr is not None

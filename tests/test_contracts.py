@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,8 @@ from sada.errors import EventRejectedError
 from sada.reasons import Reason
 from sada.tracking import is_valid_tracking_code
 
-SCHEMA_DIR = Path(str(resources.files("sada.schemas")))
+# The files in the source tree, whichever way the package was installed.
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 EXAMPLE_DIR = SCHEMA_DIR / "examples"
 SCHEMA_FILES = sorted(SCHEMA_DIR.glob("*.json"))
 EXAMPLES = sorted(EXAMPLE_DIR.glob("*.json"))
@@ -56,6 +56,9 @@ def example_name(path: Path) -> tuple[str, bool, str | None]:
     raise AssertionError(f"{path.name} is named neither <type>.valid.* nor <type>.invalid.*")
 
 
+VALID_EXAMPLES: list[dict[str, Any]] = [load(p) for p in EXAMPLES if example_name(p)[1]]
+
+
 def rejection(raw: bytes) -> EventRejectedError | None:
     try:
         validate_event(decode(raw))
@@ -73,7 +76,8 @@ def rejection_of(event: object) -> EventRejectedError | None:
 
 
 def valid_examples() -> list[dict[str, Any]]:
-    return [load(p) for p in EXAMPLES if example_name(p)[1]]
+    """Fresh copies of the valid examples, for tests to change at will."""
+    return copy.deepcopy(VALID_EXAMPLES)
 
 
 # -- the schema files ------------------------------------------------------------
@@ -308,75 +312,98 @@ def reference_accepts(event: Any) -> bool:
     return bool(event["subject"] == event["data"]["submission_id"])
 
 
-json_leaves = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-3, max_value=12),
-    st.floats(allow_nan=False, allow_infinity=False, min_value=-2, max_value=10),
-    st.sampled_from(
-        [
-            "",
-            " ",
-            "1.0",
-            "support",
-            "oppose",
-            "referral",
-            "answer",
-            "complaint",
-            "telegram",
-            "student",
-            "fa",
-            "ru-RU",
-            "Russian",
-            "univ",
-            "univ.monitoring",
-            "sub-2025-000101",
-            "sub-2025-000101\n",
-            "application/json",
-            "2025-05-28T09:30:00+03:30",
-            "2025-02-30T09:30:00Z",
-            "2025-05-28T09:30:00",
-            "first_response_overdue",
-            "support_threshold",
-            "00005724",
-            "00005727",
-            "۰۰۰۰۵۷۲۴",
-            "https://sada.example/schemas/sada.vote.cast/v1.json",
-            "https://sada.example/schemas/sada.submission.created/v1.json",
-            "دانشجویان، کارکنان و اعضای هیئت علمی",
-            "x" * 101,
-        ]
-    ),
-    st.text(max_size=12),
-)
+IDS = ["univ.monitoring", "sub-2025-000101", "x" * 100, "x" * 101, "a b", "sub-1\n", "", "۱۲"]
+TIMES = [
+    "2025-05-28T09:30:00+03:30",
+    "2025-05-28T09:30:00.123456789Z",
+    "2025-05-28T09:30:00.1234567891Z",
+    "2025-02-30T09:30:00Z",
+    "2025-05-28T09:30:00",
+    "2025-05-28T24:00:00Z",
+    "2025-05-28T09:30:00+03:30\n",
+]
+# Values on and beside the boundaries of each field, drawn most of the time.
+NEAR_MISSES: dict[str, list[Any]] = {
+    "specversion": ["1.0", "1", 1.0, "0.3"],
+    "id": ["e", "x" * 200, "x" * 201, ""],
+    "source": ["/integrations/telegram", "", "/a b", "x" * 500, "x" * 501, "urn:a:b"],
+    "type": [*sorted(EVENT_TYPES), "sada.vote.changed"],
+    "time": TIMES,
+    "deadline": TIMES,
+    "datacontenttype": ["application/json", "application/xml", "application/json; charset=utf-8"],
+    "dataschema": [schema_id(t) for t in sorted(EVENT_TYPES)]
+    + ["https://sada.example/schemas/sada.common/v1.json", "https://sada.example/x/v1.json"],
+    "traceparent": ["00-ab-01", 7, True, None, 1.5, ["a"]],
+    "Trace": ["00-ab-01"],
+    "data": [{}, [], "x", None],
+    "subject": IDS,
+    "submission_id": IDS,
+    "unit_id": IDS,
+    "voter_id": IDS,
+    "response_id": IDS,
+    "referred_to_unit_id": IDS,
+    "from_unit_id": IDS,
+    "to_unit_id": IDS,
+    "tracking_code": ["00005724", "00005727", "۰۰۰۰۵۷۲۴", "0000572", "0000000005724", 5724],
+    "kind": ["complaint", "question", "answer", "referral", "rejection", "request"],
+    "stance": ["support", "oppose", "neutral"],
+    "channel": ["web", "in_person", "fax"],
+    "role": ["student", "other", "dean"],
+    "language": ["fa", "fa-IR", "az-Latn", "Russian", "e", "ru-"],
+    "anonymous": [True, False, "false", 0],
+    "title": ["", " ", "ب" * 300, "ب" * 301],
+    "body": ["", "\n", "ب" * 10_000, "ب" * 10_001],
+    "comment": ["", "ب" * 2000, "ب" * 2001],
+    "reason": ["support_threshold", "resolution_overdue", "popular", "ب" * 2000, "ب" * 2001],
+    "rating": [0, 1, 5, 6, 4.5, 5.0, True, "5"],
+    "from_level": [-1, 0, 1000, 1001, 1.5],
+    "to_level": [-1, 0, 1000, 1001, 1.5],
+    "support": [-1, 0, 10**6, 2.0, False],
+    "author": [{"id": "a", "role": "staff"}, {"id": "a"}, {"id": "a", "role": "staff", "x": 1}],
+}
+KEYS = sorted(NEAR_MISSES)
 json_values = st.recursive(
-    json_leaves,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(["id", "role", "kind", "x"]), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["id", "role", "x"]), inner, max_size=3)
+    ),
     max_leaves=6,
 )
-KEYS = [
-    "specversion", "id", "source", "type", "time", "subject", "datacontenttype",
-    "dataschema", "data", "traceparent", "Trace", "submission_id", "tracking_code",
-    "kind", "title", "body", "language", "channel", "unit_id", "author", "anonymous",
-    "voter_id", "stance", "response_id", "referred_to_unit_id", "rating", "comment",
-    "from_level", "to_level", "from_unit_id", "to_unit_id", "reason", "support",
-    "deadline", "role",
-]  # fmt: skip
+
+
+def containers(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event and the objects inside it that the schemas describe."""
+    found = [event]
+    data = event.get("data")
+    if isinstance(data, dict):
+        found.append(data)
+        if isinstance(data.get("author"), dict):
+            found.append(data["author"])
+    return found
 
 
 @st.composite
 def mutated_events(draw: st.DrawFn) -> Any:
-    event = copy.deepcopy(draw(st.sampled_from(valid_examples())))
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        target = event
-        if draw(st.booleans()) and isinstance(event.get("data"), dict):
-            target = event["data"]
-            if draw(st.booleans()) and isinstance(target.get("author"), dict):
-                target = target["author"]
-        key = draw(st.sampled_from(KEYS))
-        if draw(st.integers(min_value=0, max_value=3)) == 0:
+    """A valid example with one to three members removed, replaced or added."""
+    event = copy.deepcopy(draw(st.sampled_from(VALID_EXAMPLES)))
+    for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):
+        places = [(obj, key) for obj in containers(event) for key in sorted(obj)]
+        replace_existing = draw(st.integers(min_value=0, max_value=4)) > 0
+        if places and replace_existing:
+            target, key = draw(st.sampled_from(places))
+        else:
+            target = draw(st.sampled_from(containers(event)))
+            key = draw(st.sampled_from(KEYS))
+        choice = draw(st.integers(min_value=0, max_value=9))
+        if choice == 0:
             target.pop(key, None)
+        elif choice <= 7 and key in NEAR_MISSES:
+            target[key] = copy.deepcopy(draw(st.sampled_from(NEAR_MISSES[key])))
         else:
             target[key] = draw(json_values)
     return event

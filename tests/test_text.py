@@ -25,7 +25,9 @@ KERMAN_PERSIAN_LETTERS = (
 KERMAN_OFFICIALS = "معاونان و مديران ستادي نهاد نمایندگی مقام معظم رهبري در دانشگاهها"
 
 # Seed 000, as published (non-joiners lost), and as a careful typist writes it.
-TEHRAN_LOST = "برای برخی اقدامات ساده مانند ایجاد کانالهای ارتباطی در واحدها، نیازی به اخذ مجوز از ستاد نیست"
+TEHRAN_LOST = (
+    "برای برخی اقدامات ساده مانند ایجاد کانالهای ارتباطی در واحدها، نیازی به اخذ مجوز از ستاد نیست"
+)
 TEHRAN_ZWNJ = (
     f"برای برخی اقدامات ساده مانند ایجاد کانال{ZWNJ}های ارتباطی در واحدها، "
     "نیازی به اخذ مجوز از ستاد نیست"
@@ -78,9 +80,7 @@ def test_spelling_variants_compare_equal(one: str, other: str) -> None:
 
 
 def test_russian_and_latin_compare_without_case_and_yo() -> None:
-    assert normalize_for_search(RUSSIAN) == normalize_for_search(
-        RUSSIAN.upper().replace("Ё", "Е")
-    )
+    assert normalize_for_search(RUSSIAN) == normalize_for_search(RUSSIAN.upper().replace("Ё", "Е"))
     assert normalize_for_search("Политех LEPOTA") == normalize_for_search("ПОЛИТЕХ lepota")
 
 

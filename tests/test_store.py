@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -519,8 +520,13 @@ def test_store_errors_are_store_errors(open_store: OpenStore, backend: str) -> N
     fresh = open_store(backend, "unmigrated", migrate=False)
     with pytest.raises(StoreError, match="partition 0"):
         fresh.write(history(0).batches[0])
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="unsupported database"):
         SqlStore("mysql://nobody@127.0.0.1/none")
+    nowhere = SqlStore("postgresql+psycopg2://postgres@127.0.0.1:1/none?connect_timeout=5")
+    with pytest.raises(StoreError, match="loading partition failed") as failed:
+        nowhere.load(0)
+    assert "\n" not in str(failed.value)  # one line, fit for a CLI error
+    nowhere.close()
 
 
 # -- projector port --------------------------------------------------------------------------
@@ -552,6 +558,53 @@ def test_write_then_load_round_trips_states_and_checkpoint_exactly(
     assert store.load_checkpoint(3) == checkpoint
     assert store.load(4) == (Checkpoint(4), [])
 
+    # What an outside SQL tool reads: the one RFC 3339 UTC spelling, on both backends.
+    with store.engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT created_at, updated_at FROM submissions WHERE submission_id = :s"),
+            {"s": h.complaint.submission_id},
+        ).one()
+    assert tuple(stored) == (
+        format_time(h.complaint.created_at),
+        format_time(h.complaint.updated_at),
+    )
+
+
+def test_writers_of_different_partitions_share_one_database(
+    open_store: OpenStore, backend: str
+) -> None:
+    """Two processes' projectors (here: threads with stores of their own) writing at once."""
+    histories = {p: history(p) for p in (0, 1)}
+    stores = {p: open_store(backend) for p in histories}
+    errors: list[BaseException] = []
+
+    def project(p: int) -> None:
+        log = histories[p].log
+        ticks = []
+        for i in range(40):  # the clock moving: many small batches, each read then written
+            batch = log.batch()
+            log.tick(batch, T0 + timedelta(days=1, seconds=i))
+            ticks.append(batch)
+        try:
+            for batch in [*histories[p].batches, *ticks]:
+                stores[p].stances([(histories[p].complaint.submission_id, "v1")])
+                stores[p].write(batch)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=project, args=(p,)) for p in histories]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    report = stores[0].verify_archive()
+    assert report.ok and report.partitions == 2
+    assert [c.next_offset for c in stores[1].checkpoints()] == [
+        histories[p].log.offset for p in (0, 1)
+    ]
+
 
 def test_stances_upsert_change_and_delete(store: SqlStore) -> None:
     h = history(0)
@@ -576,6 +629,7 @@ def test_stances_and_ledger_lookups_of_thousands_of_keys(store: SqlStore) -> Non
     batch = log.batch()
     sid = "sub-viral"
     t = T0
+    cast: dict[tuple[str, str], Stance] = {}
     for i in range(2500):
         t += timedelta(milliseconds=1)
         voter = f"voter-{i:05d}"
@@ -591,12 +645,11 @@ def test_stances_and_ledger_lookups_of_thousands_of_keys(store: SqlStore) -> Non
             "sada.votes",
         )
         batch.stances.append((sid, voter, stance, t))
+        cast[(sid, voter)] = stance
     store.write(batch)
 
-    pairs = [(sid, f"voter-{i:05d}") for i in range(0, 3000, 1)]
-    got = store.stances(pairs)
-    assert len(got) == 2500
-    assert got[(sid, "voter-00000")] == "oppose" and got[(sid, "voter-02499")] == "support"
+    asked = [(sid, f"voter-{i:05d}") for i in range(3000)]  # 500 of them never voted
+    assert store.stances(asked) == cast
 
     keys = [f"{SOURCE} vote-{i}" for i in range(3000)]
     assert store.seen(keys) == set(keys[:2500])
@@ -842,3 +895,8 @@ def test_verify_checks_each_partition_from_genesis() -> None:
     report = verify([*a, moved])
     assert report.first_bad is not None and report.first_bad[:2] == (1, 0)
     assert not verify(b + a).ok  # partitions out of order
+
+    # Heads read before records were appended still verify; a lost tail does not.
+    assert verify(a + b, heads={0: a[0].hash, 1: b[0].hash}).ok
+    cut = verify(a[:1] + b, heads={0: a[1].hash})
+    assert cut.first_bad is not None and cut.first_bad[:2] == (0, 0)

@@ -109,6 +109,7 @@ async def _serve(
     demo: bool,
     stdout: TextIO,
 ) -> int:
+    from sada.consumers.snapshot import snapshot_source
     from sada.http import build_app
     from sada.pipeline.worker import Worker
 
@@ -116,6 +117,7 @@ async def _serve(
     registry = CollectorRegistry()
     metrics = Metrics(registry, config.units.keys())
     worker = Worker(settings, config, store, metrics, bootstrap, embedded)
+    metrics.set_snapshot_source(snapshot_source(worker, asyncio.get_running_loop()))
     await worker.start()
     app = build_app(worker, store, registry, extra_routes(settings, config, bootstrap, worker))
     runner = web.AppRunner(app, access_log=None)

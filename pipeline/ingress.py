@@ -135,6 +135,8 @@ class Ingress:
         self._waiting: dict[str, list[_Pending]] = {}  # submission id -> events waiting for it
         self._waiting_until: dict[str, float] = {}  # grace expiry of unknown submissions
         self.settled_rejects: set[InputPosition] = set()
+        # Events (source + id) already rejected: a redelivery is a duplicate, not a new error.
+        self._rejected_keys: set[str] = set()
 
     # -- recovery -----------------------------------------------------------------
 
@@ -151,9 +153,16 @@ class Ingress:
         self._advance_released(at)
         self._last_tick_at = at
 
-    def restore_rejected(self, position: InputPosition) -> None:
-        """An input already sent to ``sada.dlq``: it is settled, not to be rejected twice."""
+    def restore_rejected(self, position: InputPosition, value: bytes | None = None) -> None:
+        """An input already sent to ``sada.dlq``: it is settled, not to be rejected twice.
+
+        ``value`` (the DLQ record's value, the input unchanged) names the event, when
+        it has a readable ``source`` and ``id``, so that a later redelivery is absorbed.
+        """
         self.settled_rejects.add(position)
+        key = self._identity(value)
+        if key is not None:
+            self._rejected_keys.add(key)
 
     def _advance_released(self, at: datetime) -> None:
         if self.released_at is None or at > self.released_at:
@@ -186,10 +195,15 @@ class Ingress:
         try:
             ce = self._check(msg)
         except EventRejectedError as e:
+            rejected = self._identity(msg.value)
+            if rejected is not None:
+                if rejected in self._rejected_keys or rejected in self._keys:
+                    return [Absorb(msg, _type_of(msg))]
+                self._rejected_keys.add(rejected)
             return [Reject(msg, e.reason, e.detail, _type_of(msg))]
         type_ = ce["type"]
         key = event_key(ce)
-        if key in self._keys:
+        if key in self._keys or key in self._rejected_keys:
             return [Absorb(msg, type_)]
         time = parse_time(ce["time"])
         if prog.max_time is None or time > prog.max_time:
@@ -256,6 +270,19 @@ class Ingress:
             )
         return ce
 
+    def _identity(self, value: bytes | None) -> str | None:
+        """``source`` + ``id`` of a message that is a JSON object naming both, else None."""
+        if value is None:
+            return None
+        try:
+            obj = self._decode(value, self.max_event_bytes)
+        except EventRejectedError:
+            return None
+        source, id_ = obj.get("source"), obj.get("id")
+        if isinstance(source, str) and isinstance(id_, str) and source and id_:
+            return event_key(obj)
+        return None
+
     # -- time ---------------------------------------------------------------------
 
     def poll(self, now: float) -> list[Output]:
@@ -265,6 +292,7 @@ class Ingress:
             del self._waiting_until[sid]
             for p in self._waiting.pop(sid, []):
                 self._keys.discard(event_key(p.event))
+                self._rejected_keys.add(event_key(p.event))
                 out.append(
                     Reject(
                         p.message,

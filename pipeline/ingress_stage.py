@@ -127,7 +127,7 @@ class IngressStage:
             # A record some other tool put on the DLQ has no position: skip it.
             with contextlib.suppress(KeyError, ValueError):
                 self.ingress.restore_rejected(
-                    (h["sada.topic"], int(h["sada.partition"]), int(h["sada.offset"]))
+                    (h["sada.topic"], int(h["sada.partition"]), int(h["sada.offset"])), m.value
                 )
 
         n = await read_topic_to_end(self.bootstrap, topics.LOG, on_log)
@@ -154,14 +154,19 @@ class IngressStage:
             for p in sorted(consumer.partitions_for_topic(topic) or ()):
                 tps.append(TopicPartition(topic, p))
         consumer.assign(tps)
+        fresh = []
         for tp in tps:
             committed = await consumer.committed(tp)
             if committed is None:
-                await consumer.seek_to_beginning(tp)
+                fresh.append(tp)
                 self._committed[tp] = 0
             else:
                 consumer.seek(tp, committed)
                 self._committed[tp] = committed
+        if fresh:
+            # One call for all: each call waits for an offset reset of its own
+            # (about half a second apiece), which made startup grow with partitions.
+            await consumer.seek_to_beginning(*fresh)
         self.ingress.track_partitions(((tp.topic, tp.partition) for tp in tps), time.time())
         self.state = "running"
 

@@ -187,6 +187,15 @@ class Submission:
             if not self._escalate("support_threshold", at, None):
                 return
 
+    def next_deadlines(self) -> list[datetime]:
+        """The deadlines still able to fire (none once closed or withdrawn)."""
+        o = self.out
+        if o.status != "open":
+            return []
+        dues = [(o.first_response_due, o.first_response_overdue)]
+        dues.append((o.resolution_due, o.resolution_overdue))
+        return [due for due, overdue in dues if due is not None and not overdue]
+
     def run_clock(self, until: datetime) -> None:
         """Fire, earliest first, every deadline strictly before ``until``."""
         o = self.out
@@ -238,16 +247,13 @@ class Submission:
             elif event.kind in CLOSING:
                 o.status = "closed"
                 o.resolution_due = None
-        elif isinstance(event, Withdraw):
-            if o.status == "open":
-                o.status = "withdrawn"
-                o.first_response_due = o.resolution_due = None
+        elif isinstance(event, Withdraw) and o.status == "open":
+            o.status = "withdrawn"
+            o.first_response_due = o.resolution_due = None
         self._ladder(at)
 
 
-def replay(
-    model: Model, history: Sequence[tuple[datetime, Event]], clock: datetime
-) -> Outcome:
+def replay(model: Model, history: Sequence[tuple[datetime, Event]], clock: datetime) -> Outcome:
     """The outcome of one submission's history (in order of effective instant) at ``clock``."""
     sub = Submission(model)
     for at, event in history:

@@ -186,6 +186,21 @@ class Ingress:
             if now is not None:
                 prog.tracked_at = now
 
+    def backlogged(self, partition: tuple[str, int], now: float) -> None:
+        """The consumer holds records of ``partition`` not offered yet: it is not idle.
+
+        Idle means nothing new arrives at a partition, not that this process has
+        not got to it: during a backfill or after a restart the consumer hands
+        over one partition's backlog while others wait in its buffer, and a
+        waiting partition must go on holding the clock back (at its last time,
+        or entirely if it has delivered nothing yet), or the clock would run
+        past its records and make them late.
+        """
+        prog = self._progress.setdefault(partition, _PartitionProgress())
+        prog.last_seen = now
+        if prog.max_time is None:
+            prog.tracked_at = now
+
     def offer(self, msg: InputMessage, now: float) -> list[Output]:
         """Take one input message; ``now`` is wall time in seconds (``time.time()``)."""
         prog = self._progress.setdefault((msg.topic, msg.partition), _PartitionProgress())
@@ -212,10 +227,12 @@ class Ingress:
         sid = data["submission_id"]
         if type_ == SUBMISSION_CREATED:
             if sid in self._submissions or sid in self._buffered_submissions:
+                self._rejected_keys.add(key)
                 return [
                     Reject(msg, Reason.DUPLICATE_SUBMISSION, f"submission {sid!r} exists", type_)
                 ]
             if data["tracking_code"] in self._tracking_codes:
+                self._rejected_keys.add(key)
                 return [
                     Reject(
                         msg,

@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
@@ -323,8 +323,10 @@ def _is_date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True
     try:
-        datetime.fromisoformat(value)
-    except ValueError:
+        # An instant at the very edge of the calendar can be written in RFC 3339
+        # but not converted to UTC, which every consumer does first.
+        datetime.fromisoformat(value).astimezone(UTC)
+    except (ValueError, OverflowError):
         return False
     return True
 

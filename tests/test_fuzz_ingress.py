@@ -1,0 +1,859 @@
+"""Fuzzing the doors integrators publish through: nothing escapes, nothing is dropped.
+
+The contract promises that whatever any Kafka client publishes ends in
+exactly one of: the canonical log (accepted), ``sada.dlq`` (rejected, with a
+reason) or the duplicate count (a redelivery, absorbed); so accepted +
+rejected + duplicates = received. Three doors are fuzzed against it:
+
+- the pure :class:`~sada.pipeline.ingress.Ingress` with Sada's real decoder,
+  schema validation, topic map and the demo university's units: tens of
+  thousands of raw bytes, arbitrary JSON and mutated valid events (fields
+  dropped, types swapped, huge strings, wrong topics, Persian and
+  Arabic-Indic digits in tracking codes, reused ids, extreme times) on random
+  topics and partitions while the wall clock jumps about, then a final poll
+  far in the future;
+- the running pipeline (``sada broker`` and ``sada run --bootstrap``), fed
+  ten thousand such messages by a plain kafka-python producer;
+- ``POST /api/v1/events`` over real HTTP, ten thousand mutated events in
+  batches of a hundred.
+
+The bulk corpus comes from a seeded :class:`random.Random`, so a failure is
+repeatable; hypothesis explores the shapes in smaller runs and shrinks what
+it finds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from e2e_support import (
+    FAST_TIMERS,
+    RawProducer,
+    clean_env,
+    ends_of,
+    free_port,
+    healthz,
+    log_events,
+    metric_sums,
+    read_topic,
+    settled,
+    start_broker,
+    start_run,
+    wait_for,
+    wait_healthy,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_gateway import BOT_TYPES, CONFIG, SOURCE, serve
+
+from sada import contracts, topics
+from sada.config import load_config
+from sada.errors import EventRejectedError
+from sada.pipeline.ingress import Absorb, Ingress, InputMessage, Output, Reject, Release
+from sada.pipeline.logcodec import decode as decode_log
+from sada.pipeline.logcodec import event_key
+from sada.producers.events import build_event
+from sada.producers.gateway import MAX_BODY_BYTES, source_allowed
+from sada.reasons import Reason
+from sada.tracking import new_tracking_code
+
+UNITS = sorted(load_config().units)
+PARTITIONS = 4
+MAX_EVENT_BYTES = contracts.MAX_EVENT_BYTES
+REASONS = frozenset(r.value for r in Reason)
+PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+TEHRAN = timezone(timedelta(hours=3, minutes=30))
+
+# Instants at the edges of what RFC 3339 and Python's datetime can hold; an
+# offset can carry a valid local time outside the range of a UTC datetime.
+EDGE_TIMES = (
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59-01:00",
+    "1970-01-01T00:00:00Z",
+    "2026-02-30T10:00:00Z",
+    "2026-11-21T24:00:00Z",
+    "2026-11-21T10:00:00",
+    "2026-11-21 10:00:00Z",
+    "2026-11-21T10:00:00.1234567890Z",
+    "۲۰۲۶-۱۱-۲۱T10:00:00Z",
+)
+# The last instant a wall clock reading can name (9999-12-31T23:59:59Z).
+END_OF_TIME = 253402300799.0
+TEXTS = (
+    "کمبود پرستار در بخش اورژانس شیفت شب",
+    "صف داروخانه هر روز از ساعت ۸ تا ۱۱ طول می‌کشد.",
+    "В общежитии не работает отопление.",
+    "The library closes too early during exams.",
+    "لطفاً ساعت کار سلف را تمدید کنید ٣٤ روز",
+)
+SOURCES = ("/integrations/portal", "/integrations/telegram", "/integrations/call-centre")
+
+
+# --- arbitrary values ---------------------------------------------------------------------
+
+
+def random_text(rng: random.Random, n: int) -> str:
+    alphabet = "abcXYZ 09-_.:/آبپتثجچ۰۱۹٠٩\u200c\u202e\x00\n\"'\\{}[]é😀"
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    """Any JSON value, nested a little, with the odd hostile string or number."""
+    roll = rng.random()
+    if depth < 3 and roll < 0.2:
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if depth < 3 and roll < 0.4:
+        keys = [*contracts.TOPIC_OF_TYPE, "data", "id", "type", "source", "time", "x"]
+        return {
+            rng.choice(keys) if rng.random() < 0.5 else random_text(rng, rng.randrange(6)): (
+                random_json(rng, depth + 1)
+            )
+            for _ in range(rng.randrange(5))
+        }
+    return rng.choice(
+        [
+            None,
+            True,
+            False,
+            rng.randrange(-(2**63), 2**63),
+            rng.choice([0, -1, 1.5, 1e308, -0.0, 2**53 + 1]),
+            random_text(rng, rng.randrange(12)),
+            "",
+            "1.0",
+        ]
+    )
+
+
+def swapped(rng: random.Random, value: Any) -> Any:
+    """A JSON value of another type than ``value``."""
+    while True:
+        other = random_json(rng)
+        if type(other) is not type(value):
+            return other
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+# --- the corpus --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """One input message, and what a correct ingress must make of it, where that is known."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    label: str
+    must_accept: bool = False  # a fresh valid event on its topic, for a submission already sent
+    must_absorb: bool = False  # the same bytes again, readable source and id
+
+
+@dataclass
+class Corpus:
+    """A seeded stream of input messages: valid traffic, its mutations, and garbage."""
+
+    seed: int
+    start: datetime
+    rng: random.Random = field(init=False)
+    clock: datetime = field(init=False)
+    submissions: list[tuple[str, str]] = field(default_factory=list)  # (id, unit)
+    events: list[dict[str, Any]] = field(default_factory=list)  # valid events sent
+    sent: list[Message] = field(default_factory=list)
+    codes: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.clock = self.start
+
+    def take(self, n: int) -> list[Message]:
+        return [self.next() for _ in range(n)]
+
+    def next(self) -> Message:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.3 or not self.events:
+            msg = self._valid()
+        elif roll < 0.4:
+            msg = self._redelivery()
+        elif roll < 0.75:
+            msg = self._mutation()
+        elif roll < 0.88:
+            msg = self._message("json", json_bytes(random_json(rng)))
+        else:
+            msg = self._message("bytes", rng.randbytes(rng.randrange(60)))
+        self.sent.append(msg)
+        return msg
+
+    # -- valid traffic -----------------------------------------------------------------
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _time(self) -> datetime:
+        self.clock += timedelta(seconds=self.rng.expovariate(1 / 3))
+        return self.clock
+
+    def _valid(self) -> Message:
+        rng = self.rng
+        if not self.submissions or rng.random() < 0.25:
+            event = self._submission()
+        else:
+            sid, unit = self.submissions[
+                max(0, len(self.submissions) - 1 - int(rng.expovariate(0.1)))
+            ]
+            event = self._follow_up(sid, unit)
+        self.events.append(event)
+        return Message(
+            contracts.TOPIC_OF_TYPE[event["type"]],
+            rng.randrange(PARTITIONS),
+            event["subject"].encode(),
+            orjson.dumps(event),
+            "valid",
+            must_accept=True,
+        )
+
+    def _submission(self) -> dict[str, Any]:
+        rng = self.rng
+        while (code := new_tracking_code(rng)) in self.codes:
+            pass
+        self.codes.add(code)
+        sid = f"sub-{self._uuid()}"
+        unit = rng.choice(UNITS)
+        self.submissions.append((sid, unit))
+        data = {
+            "submission_id": sid,
+            "tracking_code": code,
+            "kind": rng.choice(["complaint", "criticism", "suggestion", "question"]),
+            "title": rng.choice(TEXTS)[:40],
+            "body": rng.choice(TEXTS),
+            "language": rng.choice(["fa", "ru", "en", "fa-IR"]),
+            "channel": rng.choice(["web", "telegram", "whatsapp", "sms", "phone", "email"]),
+            "unit_id": unit,
+            "author": {"id": f"p{rng.randrange(10**6):06d}", "role": "student"},
+            "anonymous": rng.random() < 0.3,
+        }
+        return self._build("sada.submission.created", data)
+
+    def _follow_up(self, sid: str, unit: str) -> dict[str, Any]:
+        rng = self.rng
+        voter = f"p{rng.randrange(5000):06d}"
+        roll = rng.random()
+        if roll < 0.5:
+            stance = "support" if rng.random() < 0.8 else "oppose"
+            return self._build(
+                "sada.vote.cast", {"submission_id": sid, "voter_id": voter, "stance": stance}
+            )
+        if roll < 0.6:
+            return self._build("sada.vote.retracted", {"submission_id": sid, "voter_id": voter})
+        if roll < 0.85:
+            kind = rng.choice(["acknowledgement", "answer", "referral", "resolution", "rejection"])
+            data: dict[str, Any] = {
+                "submission_id": sid,
+                "response_id": f"r-{rng.getrandbits(48):x}",
+                "unit_id": unit,
+                "kind": kind,
+                "body": rng.choice(TEXTS),
+            }
+            if kind == "referral":
+                data["referred_to_unit_id"] = rng.choice(UNITS)
+            return self._build("sada.response.posted", data)
+        if roll < 0.95:
+            data = {"submission_id": sid, "rating": rng.randint(1, 5)}
+            if rng.random() < 0.5:
+                data["comment"] = rng.choice(TEXTS)
+            return self._build("sada.satisfaction.rated", data)
+        return self._build("sada.submission.withdrawn", {"submission_id": sid})
+
+    def _build(self, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+        at = self._time()
+        event = build_event(
+            type_, data, source=self.rng.choice(SOURCES), event_id=self._uuid(), time=at
+        )
+        if self.rng.random() < 0.3:  # as a producer in Tehran writes it
+            event["time"] = at.astimezone(TEHRAN).isoformat()
+        return event
+
+    # -- the same again, and the same changed ------------------------------------------
+
+    def _redelivery(self) -> Message:
+        rng = self.rng
+        earlier = rng.choice(self.sent[-500:])
+        # A readable source and id make it a duplicate, however the first copy ended.
+        return Message(
+            earlier.topic,
+            rng.randrange(PARTITIONS),
+            earlier.key,
+            earlier.value,
+            "redelivery",
+            must_absorb=readable_identity(earlier.value),
+        )
+
+    def _mutation(self) -> Message:
+        rng = self.rng
+        event = copy.deepcopy(rng.choice(self.events[-300:]))
+        event["id"] = self._uuid()
+        data = event["data"]
+        how = rng.choice(MUTATIONS)
+        topic = contracts.TOPIC_OF_TYPE[event["type"]]
+        if how == "drop":
+            target = event if rng.random() < 0.5 else data
+            target.pop(rng.choice(sorted(target)), None)
+        elif how == "swap":
+            target = event if rng.random() < 0.5 else data
+            name = rng.choice(sorted(target))
+            target[name] = swapped(rng, target[name])
+        elif how == "huge":
+            target = event if rng.random() < 0.3 else data
+            name = rng.choice([k for k, v in target.items() if isinstance(v, str)] or ["x"])
+            size = rng.choice([101, 301, 2001, 10001, 20000, 40000])
+            target[name] = rng.choice(["ب", "a", "۷", " "]) * size
+        elif how == "wrong_topic":
+            topic = rng.choice([t for t in topics.INPUT_TOPICS if t != topic])
+        elif how == "digits":
+            table = PERSIAN if rng.random() < 0.5 else ARABIC_INDIC
+            if "tracking_code" in data:
+                data["tracking_code"] = data["tracking_code"].translate(table)
+            else:
+                event["subject"] = data["submission_id"] = f"sub-{rng.randrange(10**8)}".translate(
+                    table
+                )
+        elif how == "reused_id":
+            other = rng.choice(self.events)
+            event["id"], event["source"] = other["id"], other["source"]
+        elif how == "unknown_unit":
+            data["unit_id" if rng.random() < 0.8 else "referred_to_unit_id"] = rng.choice(
+                ["univ.nowhere", "UNIV", "univ.", "univ.hospital-a.emergency.x"]
+            )
+        elif how == "subject":
+            event["subject"] = rng.choice(["sub-other", data.get("submission_id", "") + "x"])
+        elif how == "time":
+            event["time"] = rng.choice(EDGE_TIMES)
+        elif how == "type":
+            event["type"] = rng.choice(
+                [*contracts.TOPIC_OF_TYPE, "sada.vote.casted", "SADA.VOTE.CAST", ""]
+            )
+        elif how == "extension":
+            name = rng.choice(["traceparent", "tenant", "Upper", "x-y", "a" * 21, "data2"])
+            event[name] = random_json(rng)
+        elif how == "referral":
+            data.update(kind="referral")
+            data.pop("referred_to_unit_id", None)
+        elif how == "other_submission":
+            sid = self.rng.choice(
+                [f"sub-never-{rng.randrange(50)}", *(s for s, _ in self.submissions[-5:])]
+            )
+            event["subject"] = data["submission_id"] = sid
+        value: bytes | None = orjson.dumps(event)
+        if how == "bytes":
+            assert value is not None
+            value = rng.choice(
+                [
+                    value[: rng.randrange(len(value))],
+                    b"\xef\xbb\xbf" + value,
+                    value + b" trailing",
+                    b"[" + value + b"]",
+                    value.replace(b'"', b"'", 3),
+                    value[:10] + b"\xff\xfe" + value[10:],
+                    value + b"\n" + value,
+                ]
+            )
+        elif how == "null":
+            value = None
+        key = event.get("subject", "").encode() if isinstance(event.get("subject"), str) else None
+        return Message(topic, rng.randrange(PARTITIONS), key, value, how)
+
+    def _message(self, label: str, value: bytes) -> Message:
+        rng = self.rng
+        key = rng.choice([None, b"", rng.randbytes(8)])
+        return Message(
+            rng.choice(topics.INPUT_TOPICS), rng.randrange(PARTITIONS), key, value, label
+        )
+
+
+MUTATIONS = (
+    "drop",
+    "swap",
+    "huge",
+    "wrong_topic",
+    "digits",
+    "reused_id",
+    "unknown_unit",
+    "subject",
+    "time",
+    "type",
+    "extension",
+    "referral",
+    "other_submission",
+    "bytes",
+    "null",
+)
+
+
+def readable_identity(value: bytes | None) -> bool:
+    """Whether a message names its event: a JSON object within the size limit, with
+    non-empty string ``source`` and ``id``. Only such a message can be recognised again."""
+    if value is None:
+        return False
+    try:
+        obj = contracts.decode(value, MAX_EVENT_BYTES)
+    except EventRejectedError:
+        return False
+    source, id_ = obj.get("source"), obj.get("id")
+    return isinstance(source, str) and isinstance(id_, str) and bool(source) and bool(id_)
+
+
+# --- driving the pure ingress ------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """One ingress, everything offered to it, and everything it answered."""
+
+    ingress: Ingress
+    offered: list[tuple[InputMessage, Message]] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    by_offer: list[list[Output]] = field(default_factory=list)
+    offsets: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    @classmethod
+    def make(cls, clock_mode: str) -> Bench:
+        return cls(
+            Ingress(
+                units=UNITS,
+                log_partitions=PARTITIONS,
+                partition_for=topics.partition_for,
+                decode=contracts.decode,
+                validate=contracts.validate_event,
+                topic_of_type=contracts.TOPIC_OF_TYPE,
+                clock_mode=clock_mode,
+                idle_seconds=1.0,
+                tick_seconds=0.5,
+                grace_seconds=2.0,
+                max_event_bytes=MAX_EVENT_BYTES,
+            )
+        )
+
+    def offer(self, msg: Message, now: float) -> None:
+        tp = (msg.topic, msg.partition)
+        input_ = InputMessage(msg.topic, msg.partition, self.offsets[tp], msg.key, msg.value)
+        self.offsets[tp] += 1
+        self.offered.append((input_, msg))
+        out = self.ingress.offer(input_, now)
+        self.by_offer.append(out)
+        self.outputs += out
+
+    def poll(self, now: float) -> None:
+        self.outputs += self.ingress.poll(now)
+
+    def finish(self) -> None:
+        """A poll far in the future: every partition idle, every grace expired."""
+        self.poll(END_OF_TIME)
+        assert self.ingress.buffered == 0, f"{self.ingress.buffered} messages never settled"
+
+    def check(self) -> Counter[str]:
+        """Assert the promises that hold for any input; the outcome counts."""
+        settled_at: Counter[tuple[str, int, int]] = Counter()
+        outcome: Counter[str] = Counter()
+        logged: Counter[str] = Counter()
+        previous_at: datetime | None = None
+        for out in self.outputs:
+            if isinstance(out, Release):
+                record, ce = decode_log(out.value)
+                # The canonical log never goes back in time.
+                assert previous_at is None or record.at >= previous_at, (previous_at, record)
+                previous_at = record.at
+                if out.settles is None:
+                    assert ce is None
+                    continue
+                assert ce is not None
+                contracts.validate_event(ce)  # nothing invalid gets in
+                data = ce["data"]
+                for name in ("unit_id", "referred_to_unit_id"):
+                    assert data.get(name) is None or data[name] in UNITS, ce
+                assert contracts.TOPIC_OF_TYPE[ce["type"]] == out.settles[0]
+                assert out.log_partition == topics.partition_for(data["submission_id"], PARTITIONS)
+                logged[event_key(ce)] += 1
+                settled_at[out.settles] += 1
+                outcome["accepted"] += 1
+            elif isinstance(out, Reject):
+                assert out.reason in REASONS, out.reason
+                assert out.detail
+                settled_at[out.message.position] += 1
+                outcome["rejected"] += 1
+            else:
+                assert isinstance(out, Absorb)
+                settled_at[out.message.position] += 1
+                outcome["absorbed"] += 1
+        doubled = {k: n for k, n in logged.items() if n > 1}
+        assert not doubled, f"events logged more than once: {doubled}"
+        offered = Counter(m.position for m, _ in self.offered)
+        assert settled_at == offered, "some message was settled twice or never"
+        assert outcome["accepted"] + outcome["rejected"] + outcome["absorbed"] == len(self.offered)
+        return outcome
+
+    def check_expectations(self) -> None:
+        """Valid events amid the garbage are all logged; their redeliveries all absorbed."""
+        released = {o.settles for o in self.outputs if isinstance(o, Release)}
+        absorbed = {o.message.position for o in self.outputs if isinstance(o, Absorb)}
+        rejected = {o.message.position: o for o in self.outputs if isinstance(o, Reject)}
+        for input_, msg in self.offered:
+            if msg.must_accept:
+                assert input_.position in released, (msg, rejected.get(input_.position))
+            if msg.must_absorb:
+                assert input_.position in absorbed, (msg, rejected.get(input_.position))
+
+
+def drive(bench: Bench, messages: list[Message], rng: random.Random, now: float) -> float:
+    """Offer ``messages`` while the wall clock runs unevenly; the wall time reached."""
+    for i, msg in enumerate(messages):
+        roll = rng.random()
+        # Mostly a busy stream; now and then a pause longer than idleness and grace.
+        now += rng.uniform(2, 40) if roll < 0.01 else rng.expovariate(50)
+        bench.offer(msg, now)
+        if i % 50 == 0:
+            bench.poll(now)
+    return now
+
+
+# --- 1. the pure ingress, in bulk --------------------------------------------------------
+
+BULK = 12_000
+T0 = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("clock_mode", ["event", "wall"])
+def test_bulk_garbage_and_valid_traffic_every_message_settled_once(clock_mode: str) -> None:
+    corpus = Corpus(seed=11 if clock_mode == "event" else 12, start=T0)
+    messages = corpus.take(BULK)
+    bench = Bench.make(clock_mode)
+    drive(bench, messages, random.Random(corpus.seed), T0.timestamp() + 3600)
+    bench.finish()
+
+    outcome = bench.check()
+    bench.check_expectations()
+    assert len(bench.offered) == BULK
+    # The corpus is a real mix: every outcome and most rejection reasons occur.
+    labels = Counter(m.label for m in messages)
+    assert labels["valid"] > 2500 and labels["redelivery"] > 800, labels
+    assert min(outcome.values()) > 1000, outcome
+    reasons = Counter(o.reason for o in bench.outputs if isinstance(o, Reject))
+    expected_reasons = REASONS - {"forbidden", "rate_limited"}
+    assert set(reasons) == expected_reasons, reasons
+
+
+# --- 2. the shapes, by hypothesis --------------------------------------------------------
+
+SHAPE_START = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[str, list[tuple[Message, float]]]:
+    """A clock mode and a short stream of (message, seconds since the previous one)."""
+    seed = draw(st.integers(0, 2**32))
+    corpus = Corpus(seed=seed, start=SHAPE_START)
+    steps: list[tuple[Message, float]] = []
+    for _ in range(draw(st.integers(1, 40))):
+        kind = draw(st.sampled_from(["corpus", "corpus", "bytes", "json"]))
+        topic = draw(st.sampled_from(topics.INPUT_TOPICS))
+        partition = draw(st.integers(0, PARTITIONS - 1))
+        if kind == "corpus":
+            msg = corpus.next()
+        elif kind == "bytes":
+            msg = Message(topic, partition, None, draw(st.binary(max_size=200)), "bytes")
+        else:
+            value = draw(JSON_VALUES)
+            msg = Message(topic, partition, None, json.dumps(value).encode(), "json")
+        gap = draw(st.sampled_from([0.0, 0.001, 0.3, 1.5, 2.5, 30.0]))
+        steps.append((msg, gap))
+    return draw(st.sampled_from(["event", "wall"])), steps
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["specversion", "id", "source", "type", "time", "subject", "data"])
+            | st.text(max_size=8),
+            inner,
+            max_size=6,
+        )
+    ),
+    max_leaves=16,
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(case=streams())
+def test_any_stream_every_message_settled_once(
+    case: tuple[str, list[tuple[Message, float]]],
+) -> None:
+    clock_mode, steps = case
+    bench = Bench.make(clock_mode)
+    now = SHAPE_START.timestamp() + 600
+    for msg, gap in steps:
+        now += gap
+        bench.offer(msg, now)
+    bench.finish()
+    bench.check()
+    bench.check_expectations()
+
+
+# --- 3. the running pipeline ------------------------------------------------------------
+
+LIVE = 10_000
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_live_pipeline_settles_ten_thousand_fuzzed_messages(tmp_path: Path) -> None:
+    corpus = Corpus(seed=21, start=datetime.now(UTC) - timedelta(hours=2))
+    # Kafka carries a record with neither key nor value poorly: give every message a key.
+    messages = [
+        m if m.key else Message(m.topic, m.partition, b"k", m.value, m.label)
+        for m in corpus.take(LIVE)
+    ]
+    broker, bootstrap = start_broker(tmp_path)
+    try:
+        port = free_port()
+        worker = start_run(
+            tmp_path,
+            tmp_path / "data",
+            port,
+            bootstrap=bootstrap,
+            env=clean_env(SADA_CLOCK="event", **FAST_TIMERS),
+        )
+        try:
+            wait_healthy(worker, port)
+            producer = RawProducer(bootstrap)
+            for m in messages:
+                producer.send(m.topic, m.value, m.key)
+            positions = producer.flush()
+            producer.close()
+            sent = dict(zip(positions, messages, strict=True))
+            ends = ends_of(positions)
+            wait_for(
+                lambda: settled(bootstrap, ends),
+                150,
+                "ingress to settle all ten thousand messages",
+                watch=worker,
+                interval=0.5,
+            )
+            health = healthz(port)
+            assert worker.poll() is None and health is not None, worker.output()
+
+            logged = log_events(bootstrap)
+            dlq = read_topic(bootstrap, topics.DLQ)
+            duplicates = metric_sums(port).get("sada_events_duplicate_total", 0)
+            assert len(logged) + len(dlq) + duplicates == LIVE, (
+                len(logged),
+                len(dlq),
+                duplicates,
+            )
+
+            # What was logged was sent, as sent; what was rejected is the input, unchanged.
+            sent_objects = {canonical(m.value) for m in messages} - {None}
+            for ce in logged:
+                assert canonical(orjson.dumps(ce)) in sent_objects, ce
+            for rec in dlq:
+                h = rec.headers
+                assert h["sada.reason"] in REASONS and h["sada.detail"], h
+                origin = sent[(h["sada.topic"], int(h["sada.partition"]), int(h["sada.offset"]))]
+                assert rec.value == origin.value
+            sums = metric_sums(port)
+            assert sums.get("sada_events_accepted_total", 0) == len(logged)
+            assert sums.get("sada_events_rejected_total", 0) == len(dlq)
+        finally:
+            worker.close()
+    finally:
+        broker.close()
+
+
+def canonical(value: bytes | None) -> bytes | None:
+    """The JSON object a message value carries, as sorted compact JSON; None if it carries none."""
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(contracts.decode(value, 2**31), option=orjson.OPT_SORT_KEYS)
+    except EventRejectedError:
+        return None
+
+
+# --- 4. the HTTP gateway ----------------------------------------------------------------
+
+BODIES = 100
+PER_BODY = 100
+
+
+def http_events(seed: int) -> Iterator[tuple[Any, str | None]]:
+    """Mutated events an in-scope integrator might post, with what ingress would say.
+
+    The expected outcome is ingress's own verdict on the completed event
+    (``None`` for accepted, else the reason): the gateway must agree with
+    ingress, so that what it accepts does not land in ``sada.dlq`` later.
+    Source and type stay within the integrator's scope (a string out of scope
+    would refuse the whole request with 403, tested elsewhere).
+    """
+    rng = random.Random(seed)
+    sids: list[str] = []
+    while True:
+        roll = rng.random()
+        if roll < 0.08:
+            event: Any = random_json(rng)
+        else:
+            if not sids or rng.random() < 0.3:
+                sid = f"sub-{rng.getrandbits(64):x}"
+                sids.append(sid)
+                event = build_event(
+                    "sada.submission.created",
+                    {
+                        "submission_id": sid,
+                        "tracking_code": new_tracking_code(rng),
+                        "kind": "complaint",
+                        "title": rng.choice(TEXTS)[:40],
+                        "body": rng.choice(TEXTS),
+                        "language": "fa",
+                        "channel": "telegram",
+                        "unit_id": rng.choice(sorted(CONFIG.units)),
+                        "author": {"id": f"p{rng.randrange(10**6)}", "role": "staff"},
+                        "anonymous": False,
+                    },
+                    source=SOURCE,
+                    event_id=f"ev-{rng.getrandbits(64):x}",
+                )
+            else:
+                sid = rng.choice(sids[-20:])
+                type_ = rng.choice(BOT_TYPES[1:])
+                data = {"submission_id": sid, "voter_id": f"p{rng.randrange(999)}"}
+                if type_ == "sada.vote.cast":
+                    data["stance"] = rng.choice(["support", "oppose"])
+                elif type_ == "sada.submission.withdrawn":
+                    del data["voter_id"]
+                event = build_event(
+                    type_, data, source=SOURCE, event_id=f"ev-{rng.getrandbits(64):x}"
+                )
+            if rng.random() < 0.6:
+                event = _mutate_in_scope(rng, event)
+        yield _in_scope(event), _ingress_verdict(_in_scope(event))
+
+
+def _mutate_in_scope(rng: random.Random, event: dict[str, Any]) -> dict[str, Any]:
+    data = event["data"]
+    how = rng.choice(MUTATIONS)
+    if how in ("drop", "null"):
+        target = event if rng.random() < 0.5 else data
+        target.pop(rng.choice(sorted(target)), None)
+    elif how == "swap":
+        target = event if rng.random() < 0.5 else data
+        name = rng.choice(sorted(target))
+        value = swapped(rng, target[name])
+        if name in ("source", "type") and isinstance(value, str):
+            value = None  # a string would be out of scope: a 403 for the whole body
+        target[name] = value
+    elif how == "huge":
+        name = rng.choice(["body", "title", "voter_id", "submission_id", "comment"])
+        data[name] = rng.choice(["ب", "x"]) * rng.choice([101, 301, 2001, 10001, 40000])
+    elif how == "digits" and "tracking_code" in data:
+        data["tracking_code"] = data["tracking_code"].translate(
+            PERSIAN if rng.random() < 0.5 else ARABIC_INDIC
+        )
+    elif how == "unknown_unit":
+        data["unit_id"] = "univ.nowhere"
+    elif how == "subject":
+        event["subject"] = "sub-other"
+    elif how == "time":
+        event["time"] = rng.choice(EDGE_TIMES)
+    elif how == "type":
+        event["type"] = rng.choice(["sada.vote.casted", "SADA.VOTE.CAST", "", *BOT_TYPES])
+    elif how == "extension":
+        event[rng.choice(["traceparent", "Upper", "a" * 21])] = random_json(rng)
+    elif how in ("reused_id", "other_submission"):
+        event["id"] = "ev-reused"
+    else:  # wrong_topic, referral, bytes: a complete event without a dataschema
+        event.pop("dataschema", None)
+        event.pop("datacontenttype", None)
+    return event
+
+
+def _in_scope(event: Any) -> Any:
+    """``event`` with any ``source`` or ``type`` string the integrator may not use replaced."""
+    if isinstance(event, dict):
+        if isinstance(event.get("source"), str) and not source_allowed(event["source"], [SOURCE]):
+            event["source"] = SOURCE
+        type_ = event.get("type")
+        if isinstance(type_, str) and type_ in contracts.EVENT_TYPES and type_ not in BOT_TYPES:
+            event["type"] = BOT_TYPES[0]
+    return event
+
+
+def _ingress_verdict(event: Any) -> str | None:
+    """What ingress decides about ``event`` once the gateway has completed it."""
+    if isinstance(event, dict):
+        event = dict(event)
+        event.setdefault("datacontenttype", "application/json")
+        type_ = event.get("type")
+        if "dataschema" not in event and isinstance(type_, str) and type_ in contracts.EVENT_TYPES:
+            event["dataschema"] = contracts.schema_id(type_)
+    try:
+        raw = orjson.dumps(event)
+        contracts.validate_event(contracts.decode(raw, MAX_EVENT_BYTES))
+    except EventRejectedError as e:
+        return str(e.reason)
+    data = event["data"]
+    for name in ("unit_id", "referred_to_unit_id"):
+        if data.get(name) is not None and data[name] not in CONFIG.units:
+            return "unknown_unit"
+    return None
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(240)
+def test_ten_thousand_fuzzed_events_over_http_never_a_500(broker: str) -> None:
+    topics.ensure_topics(broker, PARTITIONS)
+    source = http_events(seed=31)
+    batches = [[next(source) for _ in range(PER_BODY)] for _ in range(BODIES)]
+    verdicts: Counter[str] = Counter()
+    with serve(broker) as server:
+        for batch in batches:
+            events = [e for e, _ in batch]
+            body = orjson.dumps(events)
+            assert len(body) <= MAX_BODY_BYTES
+            reply = server.post(body)
+            assert reply.status == 202, reply.body
+            results = reply.body["results"]
+            assert reply.body["accepted"] + reply.body["rejected"] == PER_BODY == len(results)
+            assert [r["index"] for r in results] == list(range(PER_BODY))
+            for (event, expected), result in zip(batch, results, strict=True):
+                got = None if result["status"] == "accepted" else result.get("reason")
+                # The gateway judges each event as ingress will.
+                assert got == expected, (result, event)
+                verdicts[got or "accepted"] += 1
+    assert sum(verdicts.values()) == BODIES * PER_BODY
+    assert verdicts["accepted"] > 2000 and len(verdicts) >= 6, verdicts

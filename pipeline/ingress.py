@@ -270,21 +270,7 @@ class Ingress:
             raise EventRejectedError(
                 Reason.WRONG_TOPIC, f"{type_} belongs on {expected}, not {msg.topic}"
             )
-        data = ce["data"]
-        for field_name in ("unit_id", "referred_to_unit_id"):
-            unit = data.get(field_name)
-            if unit is not None and unit not in self.units:
-                raise EventRejectedError(
-                    Reason.UNKNOWN_UNIT, f"data.{field_name}: unknown unit {unit!r}"
-                )
-        if (
-            type_ == RESPONSE_POSTED
-            and data.get("kind") == "referral"
-            and not data.get("referred_to_unit_id")
-        ):
-            raise EventRejectedError(
-                Reason.SCHEMA_VIOLATION, "data.referred_to_unit_id: required for a referral"
-            )
+        check_references(ce, self.units)
         return ce
 
     def _identity(self, value: bytes | None) -> str | None:
@@ -389,6 +375,29 @@ class Ingress:
     @property
     def buffered(self) -> int:
         return len(self._buffer) + sum(len(v) for v in self._waiting.values())
+
+
+def check_references(event: Mapping[str, Any], units: frozenset[str] | set[str]) -> None:
+    """Reject a schema-valid event that names a unit the organisation does not have.
+
+    Shared by ingress and the HTTP gateway, so both reject the same events.
+    """
+    data = event["data"]
+    for field_name in ("unit_id", "referred_to_unit_id"):
+        unit = data.get(field_name)
+        if unit is not None and unit not in units:
+            shown = unit if len(str(unit)) <= 80 else f"{str(unit)[:80]}…"
+            raise EventRejectedError(
+                Reason.UNKNOWN_UNIT, f"data.{field_name}: unknown unit {shown!r}"
+            )
+    if (
+        event["type"] == RESPONSE_POSTED
+        and data.get("kind") == "referral"
+        and not data.get("referred_to_unit_id")
+    ):
+        raise EventRejectedError(
+            Reason.SCHEMA_VIOLATION, "data.referred_to_unit_id: required for a referral"
+        )
 
 
 def _type_of(msg: InputMessage) -> str:

@@ -53,7 +53,7 @@ from aiokafka import AIOKafkaProducer
 from sada import contracts, topics
 from sada.config import Config, Integrator
 from sada.errors import EventRejectedError
-from sada.pipeline.model import RESPONSE_POSTED
+from sada.pipeline.ingress import check_references
 from sada.producers.privacy import Pseudonymizer
 from sada.producers.sdk import encode_event
 from sada.reasons import Reason
@@ -71,7 +71,6 @@ NDJSON_TYPES = frozenset(
 
 _BOM = b"\xef\xbb\xbf"
 _SHOWN_CHARS = 80
-_UNIT_FIELDS = ("unit_id", "referred_to_unit_id")
 
 
 # -- the body -------------------------------------------------------------------
@@ -281,21 +280,7 @@ class EventChecker:
             ):
                 event["dataschema"] = contracts.schema_id(type_)
         contracts.validate_event(event)
-        data = event["data"]
-        for field_name in _UNIT_FIELDS:
-            unit = data.get(field_name)
-            if unit is not None and (not isinstance(unit, str) or unit not in self.units):
-                raise EventRejectedError(
-                    Reason.UNKNOWN_UNIT, f"data.{field_name}: unknown unit {_short(unit)}"
-                )
-        if (
-            event["type"] == RESPONSE_POSTED
-            and data.get("kind") == "referral"
-            and not data.get("referred_to_unit_id")
-        ):
-            raise EventRejectedError(
-                Reason.SCHEMA_VIOLATION, "data.referred_to_unit_id: required for a referral"
-            )
+        check_references(event, self.units)
         if self.pseudonymizer is not None:
             event = self.pseudonymizer.apply(event)
         topic, key, value = encode_event(event)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +112,7 @@ class IngressStage:
         self._unsettled: dict[TopicPartition, set[int]] = {}
         self._next: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        self._handed: dict[TopicPartition, float] = {}  # when its records were last handed over
         self._stopping = asyncio.Event()
 
     async def _restore(self) -> None:
@@ -177,6 +178,7 @@ class IngressStage:
         while not self._stopping.is_set():
             batch = await consumer.getmany(timeout_ms=100, max_records=5000)
             now = time.time()
+            await self._note_backlog(consumer, batch, now)
             outputs: list[Output] = []
             for tp, msgs in batch.items():
                 unsettled = self._unsettled.setdefault(tp, set())
@@ -193,6 +195,26 @@ class IngressStage:
                 await self._commit()
                 last_commit = time.monotonic()
         await self._commit()
+
+    async def _note_backlog(
+        self, consumer: AIOKafkaConsumer, handed: Iterable[TopicPartition], now: float
+    ) -> None:
+        """Mark the partitions that may hold records ingress has not seen: behind, not idle.
+
+        Behind: the consumer's position is below the last fetch's high watermark,
+        or no fetch has answered for the partition since records of it were last
+        handed over (while ingress works through a large batch, more may have
+        arrived). Only a fetch that finds nothing new lets idleness count.
+        """
+        for tp in handed:
+            self._handed[tp] = now
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            polled = consumer.last_poll_timestamp(tp)
+            behind = hw is not None and await consumer.position(tp) < hw
+            unheard = tp in self._handed and (polled is None or polled / 1000 <= self._handed[tp])
+            if behind or unheard:
+                self.ingress.backlogged((tp.topic, tp.partition), now)
 
     async def _carry_out(self, outputs: list[Output]) -> None:
         assert self._producer is not None

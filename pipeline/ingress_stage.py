@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sada import contracts, topics
 from sada.config import Config
+from sada.errors import BrokerError
 from sada.metrics import Metrics
 from sada.pipeline.ingress import Absorb, Ingress, InputMessage, InputPosition, Output, Reject
 from sada.pipeline.logcodec import decode as decode_log
@@ -47,13 +48,14 @@ class IngressStats:
 
 
 async def read_topic_to_end(
-    bootstrap: str, topic: str, on_record: Any, max_records: int = 10000
+    bootstrap: str, topic: str, on_record: Any, max_records: int = 10000, timeout: float = 120.0
 ) -> int:
     """Feed every record of ``topic`` (all partitions, beginning to current end) to a callback.
 
     The end is the high watermark that fetch responses report, not ListOffsets:
     some Kafka-compatible brokers (Tansu 0.6) answer ListOffsets(latest) with the
     last batch's base offset + 1, which would cut off the rest of that batch.
+    ListOffsets still tells an empty partition (end = beginning) from one with data.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -64,10 +66,14 @@ async def read_topic_to_end(
             return 0
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        remaining = set(tps)
-        quiet: dict[TopicPartition, int] = dict.fromkeys(tps, 0)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
+        deadline = time.monotonic() + timeout
         n = 0
         while remaining:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic} to its end took over {timeout:g}s")
             batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=max_records)
             for msgs in batch.values():
                 for m in msgs:
@@ -77,11 +83,6 @@ async def read_topic_to_end(
                 hw = consumer.highwater(tp)
                 if hw is not None and await consumer.position(tp) >= hw:
                     remaining.discard(tp)
-                elif not batch.get(tp):
-                    # No fetch answer with a high watermark: an empty partition.
-                    quiet[tp] += 1
-                    if hw is None and quiet[tp] >= 3:
-                        remaining.discard(tp)
         return n
     finally:
         await consumer.stop()

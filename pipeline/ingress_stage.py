@@ -25,7 +25,15 @@ from sada import contracts, topics
 from sada.config import Config
 from sada.errors import BrokerError
 from sada.metrics import Metrics
-from sada.pipeline.ingress import Absorb, Ingress, InputMessage, InputPosition, Output, Reject
+from sada.pipeline.ingress import (
+    Absorb,
+    Ingress,
+    InputMessage,
+    InputPosition,
+    Output,
+    Reject,
+    Release,
+)
 from sada.pipeline.logcodec import decode as decode_log
 from sada.settings import Settings
 
@@ -218,22 +226,12 @@ class IngressStage:
                 self.ingress.backlogged((tp.topic, tp.partition), now)
 
     async def _carry_out(self, outputs: list[Output]) -> None:
+        """Write the outputs; count them, and settle their inputs, once the broker has them."""
         assert self._producer is not None
         producer = self._producer
         futures: list[Awaitable[Any]] = []
-        settled: list[InputPosition] = []
-        m = self.metrics
         for out in outputs:
-            if isinstance(out, Absorb):
-                self.stats.duplicates += 1
-                m.event_received(out.type, None)
-                m.event_duplicate(out.type)
-                settled.append(out.message.position)
-            elif isinstance(out, Reject):
-                self.stats.rejected += 1
-                m.event_received(out.type, None)
-                m.event_rejected(out.type, out.reason)
-                m.dlq_record(out.reason)
+            if isinstance(out, Reject):
                 msg = out.message
                 headers = [
                     ("sada.reason", str(out.reason).encode()),
@@ -245,8 +243,7 @@ class IngressStage:
                 futures.append(
                     await producer.send(topics.DLQ, value=msg.value, key=msg.key, headers=headers)
                 )
-                settled.append(msg.position)
-            else:
+            elif isinstance(out, Release):
                 futures.append(
                     await producer.send(
                         topics.LOG,
@@ -255,20 +252,38 @@ class IngressStage:
                         partition=out.log_partition,
                     )
                 )
-                if out.settles is None:
-                    self.stats.ticks += 1
-                else:
-                    self.stats.released += 1
-                    m.event_received(out.type, out.channel)
-                    m.event_accepted(out.type, out.channel)
-                    if out.late:
-                        self.stats.late += 1
-                        m.event_late(out.type)
-                    settled.append(out.settles)
         if futures:
             await asyncio.gather(*futures)
-        for topic, partition, offset in settled:
-            self._unsettled.get(TopicPartition(topic, partition), set()).discard(offset)
+        for out in outputs:
+            self._count(out)
+
+    def _count(self, out: Output) -> None:
+        m = self.metrics
+        if isinstance(out, Absorb):
+            self.stats.duplicates += 1
+            m.event_received(out.type, None)
+            m.event_duplicate(out.type)
+            self._settle(out.message.position)
+        elif isinstance(out, Reject):
+            self.stats.rejected += 1
+            m.event_received(out.type, None)
+            m.event_rejected(out.type, out.reason)
+            m.dlq_record(out.reason)
+            self._settle(out.message.position)
+        elif out.settles is None:
+            self.stats.ticks += 1
+        else:
+            self.stats.released += 1
+            m.event_received(out.type, out.channel)
+            m.event_accepted(out.type, out.channel)
+            if out.late:
+                self.stats.late += 1
+                m.event_late(out.type)
+            self._settle(out.settles)
+
+    def _settle(self, position: InputPosition) -> None:
+        topic, partition, offset = position
+        self._unsettled.get(TopicPartition(topic, partition), set()).discard(offset)
 
     async def _commit(self) -> None:
         assert self._consumer is not None

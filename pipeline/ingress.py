@@ -91,6 +91,7 @@ class _PartitionProgress:
     max_time: datetime | None = None
     last_seen: float = float("-inf")
     tracked_at: float = float("-inf")  # when assigned; see Ingress.track_partitions
+    behind_at: float = float("-inf")  # when last known to hold unread records
 
 
 class Ingress:
@@ -198,6 +199,7 @@ class Ingress:
         """
         prog = self._progress.setdefault(partition, _PartitionProgress())
         prog.last_seen = now
+        prog.behind_at = now
         if prog.max_time is None:
             prog.tracked_at = now
 
@@ -291,7 +293,10 @@ class Ingress:
     def poll(self, now: float) -> list[Output]:
         """Move the clock, release what it has reached, expire grace, write ticks."""
         out: list[Output] = []
-        for sid in [s for s, until in self._waiting_until.items() if until <= now]:
+        # The grace is for a submission that never comes, not for one still unread in
+        # a backlog of the submissions topic: while that topic is behind, nothing expires.
+        expiring = [] if self._submissions_behind(now) else self._waiting_until.items()
+        for sid in [s for s, until in expiring if until <= now]:
             del self._waiting_until[sid]
             for p in self._waiting.pop(sid, []):
                 self._keys.discard(event_key(p.event))
@@ -319,6 +324,13 @@ class Ingress:
             self._advance_released(self.clock)
             self._last_tick_at, self._last_tick_wall = self.clock, now
         return out
+
+    def _submissions_behind(self, now: float) -> bool:
+        topic = self._topic_of_type.get(SUBMISSION_CREATED)
+        return any(
+            tp[0] == topic and now - prog.behind_at < self.idle_seconds
+            for tp, prog in self._progress.items()
+        )
 
     def _watermark(self, now: float) -> datetime | None:
         if any(

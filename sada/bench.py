@@ -229,7 +229,8 @@ def run_bench(
     bench_settings = settings.replace(clock="event", idle_seconds=IDLE_SECONDS)
     started = time.perf_counter()
     try:
-        with _Infra(bench_settings, out) as infra, _Scratch(settings.database_url) as scratch:
+        # The database URL is checked first: a bad one fails before a broker starts.
+        with _Scratch(settings.database_url) as scratch, _Infra(bench_settings, out) as infra:
             report.environment = _environment(infra, scratch, bench_settings)
             _say(
                 out,

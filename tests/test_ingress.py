@@ -346,6 +346,29 @@ def test_a_vote_for_a_submission_that_never_comes_is_rejected_after_the_grace() 
     bench.assert_each_offer_settled_once()
 
 
+def test_the_grace_does_not_run_out_while_the_submissions_topic_is_behind() -> None:
+    # A burst: the consumer has handed over the votes, but the submissions
+    # partition still holds unread records (a backlog), so a waiting vote's
+    # submission may simply not be read yet.
+    bench = Bench.make(grace_seconds=10.0, idle_seconds=2.0)
+    bench.send(VOTES, 0, vote("late-read", minutes(1)), now=0)
+    for now in (5.0, 10.0, 15.0, 20.0):
+        bench.ingress.backlogged((SUBS, 0), now)
+        assert not [o for o in bench.poll(now=now) if isinstance(o, Reject)]
+    # Read at last: the vote follows its submission instead of being rejected.
+    bench.send(SUBS, 0, created("late-read", minutes(0)), now=21)
+    bench.poll(now=100)
+    assert [ce["type"] for _, ce in bench.released_events()] == [
+        "sada.submission.created",
+        "sada.vote.cast",
+    ]
+    bench.assert_each_offer_settled_once()
+    # Once the topic has caught up, a submission that never comes is rejected.
+    ghost, _ = bench.send(VOTES, 0, vote("ghost", minutes(2)), now=100)
+    [reject] = [o for o in bench.poll(now=110) if isinstance(o, Reject)]
+    assert (reject.message, reject.reason) == (ghost, Reason.UNKNOWN_SUBMISSION)
+
+
 def test_unknown_units_and_wrong_topics_are_rejected() -> None:
     bench = Bench.make()
     msg, out = bench.send(SUBS, 0, created("s1", minutes(0), unit="univ.nowhere"), now=0)

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TextIO
 
 from sada.broker import EmbeddedBroker
+from sada.commands.common import positive_int
 from sada.errors import BrokerError
 from sada.settings import Settings
 from sada.topics import ensure_topics
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-topics", action="store_true", help="do not create Sada's topics")
     parser.add_argument(
         "--partitions",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="partitions per topic when creating them (SADA_PARTITIONS, default 4)",
     )
@@ -102,14 +103,4 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a TCP port: {text}") from None
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
     return value

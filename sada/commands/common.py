@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from sada.config import Config, load_config
+from sada.errors import SettingsError
 from sada.settings import Settings
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP)"
     )
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    add_bootstrap_argument(parser)
     parser.add_argument(
         "--database", metavar="URL", help="SQLAlchemy database URL (SADA_DATABASE_URL)"
     )
@@ -31,6 +37,38 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         config_path=getattr(args, "config", None),
         data_dir=getattr(args, "data_dir", None),
     )
+
+
+def require_bootstrap(
+    settings: Settings,
+    message: str = "no Kafka cluster given; pass --bootstrap HOST:PORT or set it",
+) -> str:
+    """The Kafka bootstrap servers, or a one-line reason naming the variable."""
+    if not settings.kafka_bootstrap:
+        raise SettingsError("SADA_KAFKA_BOOTSTRAP", message)
+    return settings.kafka_bootstrap
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    return value
 
 
 def resolve_config(settings: Settings) -> Config:

@@ -31,8 +31,8 @@ from typing import IO, Any, TextIO
 import orjson
 
 from sada import contracts, topics
-from sada.commands.common import resolve_settings
-from sada.errors import EventRejectedError, SadaError, SettingsError
+from sada.commands.common import add_bootstrap_argument, require_bootstrap, resolve_settings
+from sada.errors import EventRejectedError, SadaError
 from sada.producers.privacy import Pseudonymizer
 from sada.producers.sdk import DeliveryError, SadaProducer, complete_event
 from sada.reasons import Reason
@@ -47,9 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file", metavar="FILE", help="NDJSON file, one CloudEvent a line; - for stdin"
     )
-    parser.add_argument(
-        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP)"
-    )
+    add_bootstrap_argument(parser)
     parser.add_argument(
         "--source", metavar="URI", help="the CloudEvents source of events that give none"
     )
@@ -76,10 +74,7 @@ class _Tally:
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     settings = resolve_settings(args)
-    if not settings.kafka_bootstrap:
-        raise SettingsError(
-            "SADA_KAFKA_BOOTSTRAP", "no Kafka cluster given; pass --bootstrap HOST:PORT or set it"
-        )
+    bootstrap = require_bootstrap(settings)
     pseudonymizer = None
     if settings.pseudonym_key and not args.raw:
         pseudonymizer = Pseudonymizer(settings.pseudonym_key.encode("utf-8"))
@@ -87,7 +82,7 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     with ExitStack() as stack:
         stream = _open(args.file, stack)
         producer = SadaProducer(
-            settings.kafka_bootstrap,
+            bootstrap,
             source=args.source,
             pseudonymizer=pseudonymizer,
             max_event_bytes=settings.max_event_bytes,

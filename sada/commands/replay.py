@@ -14,7 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from sada.commands.common import add_connection_arguments, resolve_config, resolve_settings
+from sada.commands.common import (
+    add_connection_arguments,
+    require_bootstrap,
+    resolve_config,
+    resolve_settings,
+)
 from sada.consumers.store import SqlStore
 from sada.errors import SadaError
 from sada.pipeline.memstore import MemoryStore
@@ -51,9 +56,9 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     records: list[Record] | None = None
     total: int | None = None
     if args.source == "log":
-        if not settings.kafka_bootstrap:
-            raise SadaError("--source log needs --bootstrap or SADA_KAFKA_BOOTSTRAP")
-        records = log_records(settings.kafka_bootstrap)
+        records = log_records(
+            require_bootstrap(settings, "--source log needs --bootstrap HOST:PORT or this variable")
+        )
         total = len(records)
     else:
         total = sum(c.next_offset for c in live.checkpoints()) or None

@@ -109,9 +109,12 @@ async def _serve(
     demo: bool,
     stdout: TextIO,
 ) -> int:
+    from sada.consumers.dashboard import routes as dashboard_routes
     from sada.consumers.snapshot import snapshot_source
     from sada.http import build_app
     from sada.pipeline.worker import Worker
+    from sada.producers.gateway import routes as gateway_routes
+    from sada.producers.simulator import run_demo
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape for no SLA value
     registry = CollectorRegistry()
@@ -119,7 +122,8 @@ async def _serve(
     worker = Worker(settings, config, store, metrics, bootstrap, embedded)
     metrics.set_snapshot_source(snapshot_source(worker, asyncio.get_running_loop()))
     await worker.start()
-    app = build_app(worker, store, registry, extra_routes(settings, config, bootstrap, worker))
+    routes = [gateway_routes(settings, config, bootstrap), dashboard_routes(worker)]
+    app = build_app(worker, store, registry, routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
@@ -143,7 +147,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     demo_task = None
     if demo:
-        demo_task = asyncio.create_task(_demo(settings, config, bootstrap))
+        demo_task = asyncio.create_task(run_demo(settings, config, bootstrap))
     waiter = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(worker.wait())
     await asyncio.wait({waiter, failed}, return_when=asyncio.FIRST_COMPLETED)
@@ -157,29 +161,3 @@ async def _serve(
         print(f"sada run: {worker.failure}", file=stdout, flush=True)
         return 1
     return 0
-
-
-def extra_routes(settings: Settings, config: Config, bootstrap: str, worker: object) -> list:  # type: ignore[type-arg]
-    """Routes contributed by optional parts (gateway, dashboard), when installed."""
-    installers = []
-    try:
-        from sada.producers.gateway import routes as gateway_routes
-    except ImportError:
-        pass
-    else:
-        installers.append(gateway_routes(settings, config, bootstrap))
-    try:
-        from sada.consumers.dashboard import routes as dashboard_routes
-    except ImportError:
-        pass
-    else:
-        installers.append(dashboard_routes(worker))
-    return installers
-
-
-async def _demo(settings: Settings, config: Config, bootstrap: str) -> None:
-    try:
-        from sada.producers.simulator import run_demo
-    except ImportError:
-        return
-    await run_demo(settings, config, bootstrap)

@@ -10,7 +10,6 @@ Progress (count, rate, estimated time left) goes to stderr.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -21,9 +20,15 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sada.commands.common import resolve_config, resolve_settings
+from sada.commands.common import (
+    add_bootstrap_argument,
+    positive_float,
+    require_bootstrap,
+    resolve_config,
+    resolve_settings,
+)
 from sada.config import parse_date
-from sada.errors import BrokerError, ConfigError, SadaError, SettingsError
+from sada.errors import BrokerError, ConfigError, SadaError
 from sada.pipeline.model import parse_time
 from sada.producers.events import topic_for
 from sada.producers.simulator import DEFAULT_SOURCE_PREFIX, encode, simulate
@@ -47,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--days",
-        type=_positive_float,
+        type=positive_float,
         default=14.0,
         metavar="D",
         help="length of the simulated history in days (default 14)",
@@ -66,12 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--publish", action="store_true", help="publish to Kafka instead of printing"
     )
-    parser.add_argument(
-        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP)"
-    )
+    add_bootstrap_argument(parser)
     parser.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         metavar="EVENTS_PER_S",
         help="at most this many events per second (default: as fast as possible)",
     )
@@ -98,10 +101,9 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         days=args.days,
         source_prefix=args.source_prefix,
     )
-    if args.publish and not settings.kafka_bootstrap:
-        raise SettingsError(
-            "SADA_KAFKA_BOOTSTRAP",
-            "--publish needs a Kafka cluster; pass --bootstrap HOST:PORT or set it",
+    if args.publish:
+        require_bootstrap(
+            settings, "--publish needs a Kafka cluster; pass --bootstrap HOST:PORT or set it"
         )
     progress = _Progress(stderr, start, timedelta(days=args.days), args.publish)
     paced = _paced(events, args.rate)
@@ -272,14 +274,4 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
     return value

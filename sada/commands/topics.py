@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from sada.commands.common import resolve_settings
-from sada.errors import SettingsError
+from sada.commands.common import (
+    positive_int,
+    require_bootstrap,
+    resolve_settings,
+)
 from sada.topics import ensure_topics
 
 HELP = "create Sada's topics on a Kafka cluster if missing, and list them"
@@ -18,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--partitions",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="partitions for topics that are created (SADA_PARTITIONS, default 4)",
     )
@@ -33,12 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     settings = resolve_settings(args)
-    if not settings.kafka_bootstrap:
-        raise SettingsError(
-            "SADA_KAFKA_BOOTSTRAP", "no Kafka cluster given; pass --bootstrap HOST:PORT or set it"
-        )
+    bootstrap = require_bootstrap(settings)
     partitions = args.partitions or settings.partitions
-    statuses = ensure_topics(settings.kafka_bootstrap, partitions, timeout=args.timeout)
+    statuses = ensure_topics(bootstrap, partitions, timeout=args.timeout)
     rows = [("topic", "partitions", "status")]
     for s in statuses:
         note = f" (wanted {s.wanted})" if s.status == "fewer-partitions" else ""
@@ -47,13 +47,3 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     for name, count, status in rows:
         print(f"{name:<{widths[0]}}  {count:>{widths[1]}}  {status}", file=stdout)
     return 0
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value

@@ -135,6 +135,9 @@ class Ingress:
         self._tracking_codes: set[str] = set()
         self._waiting: dict[str, list[_Pending]] = {}  # submission id -> events waiting for it
         self._waiting_until: dict[str, float] = {}  # grace expiry of unknown submissions
+        # The same expiries, soonest first, so a poll finds the due ones without a scan;
+        # entries whose submission has come since are skipped when they surface.
+        self._expiries: list[tuple[float, int, str]] = []
         self.settled_rejects: set[InputPosition] = set()
         # Events (source + id) already rejected: a redelivery is a duplicate, not a new error.
         self._rejected_keys: set[str] = set()
@@ -252,7 +255,9 @@ class Ingress:
         known = sid in self._submissions or sid in self._buffered_submissions
         if not known:
             self._waiting.setdefault(sid, []).append(pending)
-            self._waiting_until.setdefault(sid, now + self.grace_seconds)
+            if sid not in self._waiting_until:
+                self._waiting_until[sid] = now + self.grace_seconds
+                heapq.heappush(self._expiries, (now + self.grace_seconds, next(self._seq), sid))
         elif self.released_at is not None and time < self.released_at:
             # Late: the clock has passed it, so it takes effect now, at the clock.
             out.extend(self._release(pending, late=True))
@@ -295,8 +300,11 @@ class Ingress:
         out: list[Output] = []
         # The grace is for a submission that never comes, not for one still unread in
         # a backlog of the submissions topic: while that topic is behind, nothing expires.
-        expiring = [] if self._submissions_behind(now) else self._waiting_until.items()
-        for sid in [s for s, until in expiring if until <= now]:
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now and not self._submissions_behind(now):
+            until, _, sid = heapq.heappop(expiries)
+            if self._waiting_until.get(sid) != until:
+                continue  # its submission came, or a newer wait replaced this one
             del self._waiting_until[sid]
             for p in self._waiting.pop(sid, []):
                 self._keys.discard(event_key(p.event))

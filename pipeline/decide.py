@@ -52,8 +52,8 @@ class Decision:
 
 
 def create(event: SubmissionCreated, at: datetime, rules: Rules) -> SubmissionState:
-    first_due, resolution_due = rules.deadlines(event.kind, at)
-    return SubmissionState(
+    """A new submission: it arrives at the unit addressed, so both clocks start there."""
+    unborn = SubmissionState(
         submission_id=event.submission_id,
         tracking_code=event.tracking_code,
         kind=event.kind,
@@ -65,8 +65,8 @@ def create(event: SubmissionCreated, at: datetime, rules: Rules) -> SubmissionSt
         support=0,
         oppose=0,
         arrived_at=at,
-        first_response_due=first_due,
-        resolution_due=resolution_due,
+        first_response_due=None,
+        resolution_due=None,
         first_response_overdue=False,
         resolution_overdue=False,
         first_response_at=None,
@@ -75,6 +75,7 @@ def create(event: SubmissionCreated, at: datetime, rules: Rules) -> SubmissionSt
         escalations=0,
         updated_at=at,
     )
+    return _arrive(unborn, event.unit_id, at, rules)
 
 
 def apply(

@@ -35,6 +35,7 @@ from sada.pipeline.ingress import (
     Release,
 )
 from sada.pipeline.logcodec import decode as decode_log
+from sada.pipeline.stage import KafkaStage
 from sada.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,13 +97,12 @@ async def read_topic_to_end(
         await consumer.stop()
 
 
-class IngressStage:
+class IngressStage(KafkaStage):
     def __init__(self, settings: Settings, config: Config, metrics: Metrics, bootstrap: str):
+        super().__init__(bootstrap)
         self.settings = settings
         self.metrics = metrics
-        self.bootstrap = bootstrap
         self.stats = IngressStats()
-        self.state = "starting"
         self.ingress = Ingress(
             units=config.units.keys(),
             log_partitions=settings.partitions,
@@ -116,13 +116,10 @@ class IngressStage:
             grace_seconds=settings.grace_seconds,
             max_event_bytes=settings.max_event_bytes,
         )
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
         self._unsettled: dict[TopicPartition, set[int]] = {}
         self._next: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._handed: dict[TopicPartition, float] = {}  # when its records were last handed over
-        self._stopping = asyncio.Event()
 
     async def _restore(self) -> None:
         def on_log(_partition: int, m: Any) -> None:
@@ -300,13 +297,3 @@ class IngressStage:
 
     def lag(self) -> int:
         return self.ingress.buffered
-
-    async def stop(self) -> None:
-        self._stopping.set()
-
-    async def close(self) -> None:
-        self.state = "stopped"
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()

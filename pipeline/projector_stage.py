@@ -25,6 +25,7 @@ from sada.pipeline.logcodec import dumps
 from sada.pipeline.outbound import escalation_event
 from sada.pipeline.projector import BatchResult, Projector
 from sada.pipeline.rules import Rules
+from sada.pipeline.stage import KafkaStage
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,15 @@ class ProjectorStats:
     batches: int = 0
 
 
-class ProjectorStage:
+class ProjectorStage(KafkaStage):
     def __init__(self, config: Config, store: SqlStore, metrics: Metrics, bootstrap: str):
+        super().__init__(bootstrap)
         self.rules = Rules.from_config(config)
         self.store = store
         self.metrics = metrics
-        self.bootstrap = bootstrap
         self.stats = ProjectorStats()
-        self.state = "starting"
         self.projectors: dict[int, Projector] = {}
         self.ends: dict[int, int] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
@@ -152,13 +149,3 @@ class ProjectorStage:
             if hw is not None:
                 total += max(0, hw - projector.next_offset)
         return total
-
-    async def stop(self) -> None:
-        self._stopping.set()
-
-    async def close(self) -> None:
-        self.state = "stopped"
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()

@@ -43,13 +43,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
-
 from sada.config import Config, Unit
 from sada.errors import SadaError
 from sada.pipeline import decide
 from sada.pipeline.calendar import BusinessCalendar
-from sada.pipeline.logcodec import to_domain
+from sada.pipeline.logcodec import dumps, to_domain
 from sada.pipeline.model import (
     RESPONSE_POSTED,
     SATISFACTION_RATED,
@@ -591,11 +589,6 @@ class _Simulation:
         ]
 
 
-def encode(event: dict[str, Any]) -> bytes:
-    """Compact JSON with sorted keys: an NDJSON line (without its newline), or a message value."""
-    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
-
-
 # -- the live demo -----------------------------------------------------------------------
 
 
@@ -665,7 +658,7 @@ async def run_demo(
 
 async def _send(producer: Any, event: dict[str, Any]) -> Any:
     return await producer.send(
-        topic_for(event), value=encode(event), key=event["subject"].encode("utf-8")
+        topic_for(event), value=dumps(event), key=event["subject"].encode("utf-8")
     )
 
 

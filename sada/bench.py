@@ -1130,8 +1130,9 @@ def generate(
     config: Config, n: int, seed: int, progress: Callable[[int], None] | None = None
 ) -> tuple[list[Record], Counter[str]]:
     """The first ``n`` events of a simulated history, encoded, with their topics and keys."""
+    from sada.pipeline.logcodec import dumps as encode
     from sada.producers.events import topic_for
-    from sada.producers.simulator import encode, simulate
+    from sada.producers.simulator import simulate
 
     submissions = _submissions_for(n)
     while True:
@@ -1292,7 +1293,7 @@ class _LatencyLoad:
         )
 
     def _record(self, event: dict[str, Any]) -> Record:
-        from sada.producers.simulator import encode
+        from sada.pipeline.logcodec import dumps as encode
 
         return (self._topic_for(event), str(event["subject"]).encode(), encode(event))
 

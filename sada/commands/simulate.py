@@ -29,9 +29,10 @@ from sada.commands.common import (
 )
 from sada.config import parse_date
 from sada.errors import BrokerError, ConfigError, SadaError
+from sada.pipeline.logcodec import dumps as encode
 from sada.pipeline.model import parse_time
 from sada.producers.events import topic_for
-from sada.producers.simulator import DEFAULT_SOURCE_PREFIX, encode, simulate
+from sada.producers.simulator import DEFAULT_SOURCE_PREFIX, simulate
 
 HELP = "generate realistic, repeatable traffic as NDJSON, or publish it to Kafka"
 

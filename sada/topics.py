@@ -10,6 +10,7 @@ by :func:`partition_for`, which Sada computes itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -196,12 +197,15 @@ def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
     return counts
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def partition_for(key: str, partitions: int) -> int:
     """The partition of ``sada.log`` (of ``partitions``) that holds submission ``key``.
 
     The same rule as the Java client's and kafka-python's default partitioner
     for keyed records: ``(murmur2(utf8(key)) & 0x7fffffff) % partitions``, so
     any Kafka tool reading the log agrees with Sada on where a key lives.
+    Cached: every event of a submission asks for the same key, and murmur2 is
+    pure Python.
     """
     if partitions < 1:
         raise ValueError(f"partition count must be at least 1, got {partitions}")

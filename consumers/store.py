@@ -468,6 +468,7 @@ class SqlStore:
         except (SQLAlchemyError, OSError) as e:
             raise StoreError(f"cannot open database: {_describe(e)}") from e
         self.dialect = self.engine.dialect.name
+        self.in_memory = _is_memory(parsed)  # no other process can open it
         self.url = parsed.render_as_string(hide_password=True)
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._bulk = _BulkStatements(self.engine.dialect)

@@ -208,6 +208,24 @@ class Ingress:
 
     def offer(self, msg: InputMessage, now: float) -> list[Output]:
         """Take one input message; ``now`` is wall time in seconds (``time.time()``)."""
+        out = self._take(msg, now)
+        out.extend(self.poll(now))
+        return out
+
+    def offer_many(self, msgs: Iterable[InputMessage], now: float) -> list[Output]:
+        """Take a fetched batch, then move the clock once: what :meth:`offer` does per message.
+
+        The log may differ from offering one by one (the clock moves once, so
+        fewer events count as late), but either order is a valid canonical log:
+        decisions follow the log, not the batching.
+        """
+        out: list[Output] = []
+        for msg in msgs:
+            out.extend(self._take(msg, now))
+        out.extend(self.poll(now))
+        return out
+
+    def _take(self, msg: InputMessage, now: float) -> list[Output]:
         prog = self._progress.setdefault((msg.topic, msg.partition), _PartitionProgress())
         prog.last_seen = now
         if msg.position in self.settled_rejects:
@@ -263,7 +281,6 @@ class Ingress:
             out.extend(self._release(pending, late=True))
         else:
             heapq.heappush(self._buffer, pending)
-        out.extend(self.poll(now))
         return out
 
     def _check(self, msg: InputMessage) -> dict[str, Any]:

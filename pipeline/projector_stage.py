@@ -13,21 +13,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sada import topics
 from sada.config import Config
 from sada.consumers.store import SqlStore
-from sada.metrics import Metrics
 from sada.pipeline.logcodec import dumps
 from sada.pipeline.outbound import escalation_event
 from sada.pipeline.projector import BatchResult, Projector
 from sada.pipeline.rules import Rules
-from sada.pipeline.stage import KafkaStage
+from sada.pipeline.stage import FETCH_MAX_WAIT_MS, KafkaStage
 
 log = logging.getLogger(__name__)
+
+
+class DecisionMetrics(Protocol):
+    """What the stage observes; :class:`~sada.metrics.Metrics`, or a recorder of the calls."""
+
+    def escalated(self, to_level: int, reason: str | None) -> None: ...
+
+    def first_response(self, kind: str | None, business_hours: float) -> None: ...
+
+    def resolved(self, kind: str | None, business_hours: float) -> None: ...
+
+    def satisfaction(self, unit: str | None, rating: int) -> None: ...
+
+    def decision_lag(self, seconds: float) -> None: ...
 
 
 @dataclass(slots=True)
@@ -40,7 +55,9 @@ class ProjectorStats:
 
 
 class ProjectorStage(KafkaStage):
-    def __init__(self, config: Config, store: SqlStore, metrics: Metrics, bootstrap: str):
+    def __init__(
+        self, config: Config, store: SqlStore, metrics: DecisionMetrics, bootstrap: str
+    ) -> None:
         super().__init__(bootstrap)
         self.rules = Rules.from_config(config)
         self.store = store
@@ -48,6 +65,8 @@ class ProjectorStage(KafkaStage):
         self.stats = ProjectorStats()
         self.projectors: dict[int, Projector] = {}
         self.ends: dict[int, int] = {}
+        # Called after every applied fetch (the projector process reports to its parent).
+        self.on_batch: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
@@ -56,6 +75,7 @@ class ProjectorStage(KafkaStage):
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         await consumer.start()
         self._consumer = consumer
@@ -80,6 +100,8 @@ class ProjectorStage(KafkaStage):
                 arrived = [m.timestamp for m in msgs]
                 await self._apply(tp, records, arrived)
             await self._publish_outbox()
+            if self.on_batch is not None:
+                await self.on_batch()
 
     async def _apply(
         self, tp: TopicPartition, records: list[tuple[int, bytes]], stamps: list[int]

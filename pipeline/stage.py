@@ -6,6 +6,12 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+# How long a stage's fetch may wait for records. Some brokers (Tansu among them)
+# hold a fetch for the whole wait even when records are ready, so Kafka's default
+# of 500 ms became the floor of every escalation's latency; 20 ms costs a few dozen
+# empty fetches a second while idle.
+FETCH_MAX_WAIT_MS = 20
+
 
 class KafkaStage:
     """A stage owning one consumer and one producer; ``run`` loops until ``stop``."""

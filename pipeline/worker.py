@@ -1,4 +1,7 @@
-"""The worker: runs the ingress and projector stages in one event loop and reports health."""
+"""The worker: runs the ingress and projector stages and reports health.
+
+The projector runs in a process of its own when the database allows it.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from sada.config import Config
 from sada.consumers.store import SqlStore
 from sada.metrics import Metrics
 from sada.pipeline.ingress_stage import IngressStage
+from sada.pipeline.projector_process import ProjectorProcess
 from sada.pipeline.projector_stage import ProjectorStage
 from sada.settings import Settings
 
@@ -30,7 +34,14 @@ class Worker:
         metrics: Metrics,
         bootstrap: str,
         embedded: bool,
+        projector_url: str | None = None,
     ) -> None:
+        """``projector_url``: run the projector in a process of its own, on this database.
+
+        The two stages are CPU-bound; in one process they share one core. An
+        in-memory SQLite database cannot be shared with another process, so
+        without a URL the projector runs here.
+        """
         self.settings = settings
         self.config = config
         self.store = store
@@ -39,7 +50,11 @@ class Worker:
         self.embedded = embedded
         self.started = time.time()
         self.ingress = IngressStage(settings, config, metrics, bootstrap)
-        self.projector = ProjectorStage(config, store, metrics, bootstrap)
+        self.projector: ProjectorStage | ProjectorProcess = (
+            ProjectorStage(config, store, metrics, bootstrap)
+            if projector_url is None
+            else ProjectorProcess(config, projector_url, metrics, bootstrap)
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: str | None = None
 

@@ -64,7 +64,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -77,6 +77,7 @@ from sada.config import Config, load_config
 from sada.errors import BrokerError, SadaError
 from sada.progress import Progress
 from sada.settings import Settings
+from sada.sizing import deep_size, fold_state
 
 if TYPE_CHECKING:  # imported where used: ``sada --help`` need not load the pipeline
     from sada.consumers.store import SqlStore
@@ -349,7 +350,7 @@ class _Bench:
         tag = f"[{n:,}]"
         await asyncio.to_thread(self.infra.reset_topics)
         store = self.scratch.new(f"live-{n}")
-        worker = _worker(self.settings, self.config, store, self.infra)
+        worker = _worker(self.settings, self.config, store, self.infra, self.scratch.url_for(store))
         await worker.start()
         try:
             await child.expect_async("ready", worker)
@@ -360,7 +361,7 @@ class _Bench:
             progress.done()
             published = await child.expect_async("published", worker)
             seconds = finished - started
-            memory = _memory(worker)
+            memory = await _memory(worker)
             detail["e2e"] = {
                 "seconds": seconds,
                 "ingress_seconds": ingress_done - started,
@@ -534,7 +535,7 @@ class _Bench:
     ) -> dict[str, Any]:
         await asyncio.to_thread(self.infra.reset_topics)
         store = self.scratch.new(tag.strip("[]"))
-        worker = _worker(self.settings, self.config, store, self.infra)
+        worker = _worker(self.settings, self.config, store, self.infra, self.scratch.url_for(store))
         await worker.start()
         try:
             setup = await child.expect_async("ready", worker)
@@ -575,7 +576,9 @@ async def _dlq_reasons(bootstrap: str) -> Counter[str]:
     return reasons
 
 
-def _worker(settings: Settings, config: Config, store: SqlStore, infra: _Infra) -> Worker:
+def _worker(
+    settings: Settings, config: Config, store: SqlStore, infra: _Infra, projector_url: str | None
+) -> Worker:
     """A worker built as ``sada run`` builds it, with a metrics registry of its own."""
     from prometheus_client import CollectorRegistry
 
@@ -583,7 +586,7 @@ def _worker(settings: Settings, config: Config, store: SqlStore, infra: _Infra) 
     from sada.pipeline.worker import Worker
 
     metrics = Metrics(CollectorRegistry(), config.units.keys())
-    return Worker(settings, config, store, metrics, infra.bootstrap, infra.embedded)
+    return Worker(settings, config, store, metrics, infra.bootstrap, infra.embedded, projector_url)
 
 
 async def _until_applied(
@@ -639,67 +642,39 @@ def _percentile(ordered: Sequence[float], q: float) -> float:
 # -- memory --------------------------------------------------------------------------------
 
 
-def _memory(worker: Worker) -> dict[str, Any]:
-    """Peak RSS, and the decision state held by the projector and by ingress, in bytes.
+async def _memory(worker: Worker) -> dict[str, Any]:
+    """Peak RSS of the pipeline's processes, and the decision state of projector and ingress.
 
     The state is measured on the objects themselves, private ones included (the
     fold's deadline index, ingress's key sets): that is what memory holds. They
     are looked up by name, so a renamed one drops out of the sum, not the run.
     """
-    seen: set[int] = set()
-    state_bytes = 0
-    submissions = 0
-    open_submissions = 0
-    heap_entries = 0
-    for projector in worker.projector.projectors.values():
-        fold = projector.fold
-        heap = getattr(fold, "_heap", [])
-        state_bytes += deep_size([fold.states, heap], seen)
-        submissions += len(fold.states)
-        open_submissions += sum(1 for s in fold.states.values() if s.status == "open")
-        heap_entries += len(heap)
+    from sada.pipeline.projector_process import ProjectorProcess
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # ru_maxrss is in kilobytes on Linux and in bytes on macOS.
+    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    projector = worker.projector
+    if isinstance(projector, ProjectorProcess):
+        measured = await projector.measure()
+        projector_peak = measured.pop("peak_rss_bytes")
+        measured.pop("at", None)
+    else:
+        measured = fold_state(p.fold for p in projector.projectors.values())
+        projector_peak = 0
     ingress = worker.ingress.ingress
     ingress_roots = [
         getattr(ingress, name, None)
         for name in ("_keys", "_submissions", "_buffered_submissions", "_tracking_codes")
     ]
     ingress_bytes = deep_size([r for r in ingress_roots if r is not None], set())
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    # ru_maxrss is in kilobytes on Linux and in bytes on macOS.
-    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return {
-        "peak_rss_mib": peak / 2**20,
-        "state_bytes": state_bytes,
-        "submissions": submissions,
-        "open_submissions": open_submissions,
-        "deadline_index_entries": heap_entries,
+        "peak_rss_mib": (peak + projector_peak) / 2**20,
+        "ingress_process_peak_rss_mib": peak / 2**20,
+        "projector_process_peak_rss_mib": projector_peak / 2**20,
+        **measured,
         "ingress_bytes": ingress_bytes,
     }
-
-
-def deep_size(roots: Iterable[object], seen: set[int]) -> int:
-    """Bytes of ``roots`` and everything they hold, each object counted once across ``seen``.
-
-    Follows dicts, lists, tuples, sets and dataclass fields; stops at other
-    objects (strings, numbers, datetimes are leaves). ``None`` and booleans
-    are shared singletons and cost nothing per holder.
-    """
-    total = 0
-    stack: list[object] = list(roots)
-    while stack:
-        obj = stack.pop()
-        if obj is None or isinstance(obj, bool) or id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        total += sys.getsizeof(obj)
-        if isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, list | tuple | set | frozenset):
-            stack.extend(obj)
-        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            stack.extend(getattr(obj, f.name) for f in dataclasses.fields(obj))
-    return total
 
 
 # -- infrastructure: the broker, its topics, scratch stores ---------------------------------
@@ -858,6 +833,7 @@ class _Scratch:
         self._memory = False
         self._pg: URL | None = None
         self._stores: dict[int, tuple[SqlStore, str | None]] = {}  # id -> (store, schema)
+        self._urls: dict[int, str] = {}  # id -> URL with its password (for a second process)
         self._token = uuid.uuid4().hex[:8]
         if database is None:
             self._dir = Path(tempfile.mkdtemp(prefix="sada-bench-"))
@@ -926,13 +902,19 @@ class _Scratch:
         store = SqlStore(url)
         store.migrate()
         self._stores[id(store)] = (store, schema)
+        self._urls[id(store)] = url
         return store
+
+    def url_for(self, store: SqlStore) -> str | None:
+        """The URL another process opens ``store`` with; None for in-memory SQLite."""
+        return None if self._memory else self._urls.get(id(store))
 
     def drop(self, store: SqlStore) -> None:
         """Close ``store`` and remove its file or schema."""
         from sqlalchemy import create_engine, text
 
         entry = self._stores.pop(id(store), None)
+        self._urls.pop(id(store), None)
         store.close()
         if entry is None:
             return

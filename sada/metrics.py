@@ -472,11 +472,17 @@ class Metrics:
 
     # Ingestion.
 
-    def event_received(self, type_: str | None, channel: str | None = None) -> None:
-        self._received.labels(type=clamp_type(type_), channel=clamp_channel(channel)).inc()
+    # ``amount``: a stage counts a whole batch's events of one label set at once.
 
-    def event_accepted(self, type_: str | None, channel: str | None = None) -> None:
-        self._accepted.labels(type=clamp_type(type_), channel=clamp_channel(channel)).inc()
+    def event_received(
+        self, type_: str | None, channel: str | None = None, amount: int = 1
+    ) -> None:
+        self._received.labels(type=clamp_type(type_), channel=clamp_channel(channel)).inc(amount)
+
+    def event_accepted(
+        self, type_: str | None, channel: str | None = None, amount: int = 1
+    ) -> None:
+        self._accepted.labels(type=clamp_type(type_), channel=clamp_channel(channel)).inc(amount)
 
     def event_rejected(self, type_: str | None, reason: Reason | str | None) -> None:
         self._rejected.labels(type=clamp_type(type_), reason=clamp_rejection_reason(reason)).inc()
@@ -484,8 +490,8 @@ class Metrics:
     def event_duplicate(self, type_: str | None) -> None:
         self._duplicate.labels(type=clamp_type(type_)).inc()
 
-    def event_late(self, type_: str | None) -> None:
-        self._late.labels(type=clamp_type(type_)).inc()
+    def event_late(self, type_: str | None, amount: int = 1) -> None:
+        self._late.labels(type=clamp_type(type_)).inc(amount)
 
     def dlq_record(self, reason: Reason | str | None) -> None:
         self._dlq.labels(reason=clamp_rejection_reason(reason)).inc()

@@ -25,6 +25,7 @@ from e2e_support import (
     descendants,
     free_port,
     get_json,
+    healthz,
     http_get,
     processes,
     running,
@@ -262,3 +263,49 @@ def _key(event: dict[str, Any]) -> bytes:
 
 def _value_key(event: dict[str, Any]) -> tuple[bytes, bytes]:
     return _json(event), _key(event)
+
+
+@pytest.mark.timeout(180)
+def test_projector_runs_in_its_own_process_and_dies_with_a_killed_run(tmp_path: Path) -> None:
+    port = free_port()
+    sada = start_run(tmp_path / "work", tmp_path / "data", port)
+    try:
+        health = wait_healthy(sada, port)
+        assert health["workers"]["projector"]["state"] == "running"
+        children = descendants(sada.pid)
+        projectors = [p for p in children if "spawn_main" in p.cmdline]
+        assert len(projectors) == 1, f"expected one projector process: {children}"
+
+        # The projector in that process applies what ingress logs: a submission's
+        # votes arrive in its state, read back through the parent's API.
+        factory = EventFactory(seed=11)
+        sub = factory.submission()
+        producer = RawProducer(health["broker"]["bootstrap"])
+        producer.send(topics.SUBMISSIONS, _json(sub), _key(sub))
+        for i in range(3):
+            vote = factory.vote(_sid(sub), f"voter-{i}")
+            producer.send(topics.VOTES, _json(vote), _key(vote))
+        producer.flush()
+        producer.close()
+        code = sub["data"]["tracking_code"]
+        wait_for(
+            lambda: (_lookup(port, code) or {}).get("support") == 3 or None,
+            60,
+            "the votes to reach the store",
+            watch=sada,
+        )
+        applied = wait_for(
+            lambda: (healthz(port) or {}).get("workers", {}).get("projector", {}).get("applied"),
+            10,
+            "the projector's count to reach /healthz",
+        )
+        assert applied >= 4
+
+        sada.kill()  # SIGKILL: no chance to stop its children
+        wait_for(
+            lambda: running(p.pid for p in children) == [] or None,
+            30,
+            "the projector process (and every other child) to exit after sada run was killed",
+        )
+    finally:
+        sada.close()

@@ -78,7 +78,7 @@ class Absorb:
 Output = Release | Reject | Absorb
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True)
 class _Pending:
     time: datetime
     seq: int
@@ -128,7 +128,8 @@ class Ingress:
         self._last_tick_wall = float("-inf")
         self._progress: dict[tuple[str, int], _PartitionProgress] = {}
         self._seq = itertools.count()
-        self._buffer: list[_Pending] = []
+        # (time, seq, pending): tuples compare in C, a dataclass's __lt__ in Python.
+        self._buffer: list[tuple[datetime, int, _Pending]] = []
         self._keys: set[str] = set()  # logged or buffered event keys
         self._submissions: set[str] = set()  # submissions in the log
         self._buffered_submissions: set[str] = set()  # created events waiting in the buffer
@@ -280,7 +281,7 @@ class Ingress:
             # Late: the clock has passed it, so it takes effect now, at the clock.
             out.extend(self._release(pending, late=True))
         else:
-            heapq.heappush(self._buffer, pending)
+            heapq.heappush(self._buffer, (time, pending.seq, pending))
         return out
 
     def _check(self, msg: InputMessage) -> dict[str, Any]:
@@ -337,8 +338,9 @@ class Ingress:
         candidate = self._watermark(now)
         if candidate is not None and (self.clock is None or candidate > self.clock):
             self.clock = candidate
-        while self._buffer and self.clock is not None and self._buffer[0].time <= self.clock:
-            out.extend(self._release(heapq.heappop(self._buffer), late=False))
+        buffer = self._buffer
+        while buffer and self.clock is not None and buffer[0][0] <= self.clock:
+            out.extend(self._release(heapq.heappop(buffer)[2], late=False))
         if (
             self.clock is not None
             and (self._last_tick_at is None or self.clock > self._last_tick_at)
@@ -406,7 +408,7 @@ class Ingress:
             # What waited for the submission follows it in event-time order: back in the
             # buffer, released once the clock reaches each (at once if it already has).
             for w in self._waiting.pop(sid, []):
-                heapq.heappush(self._buffer, w)
+                heapq.heappush(self._buffer, (w.time, w.seq, w))
         return out
 
     @property

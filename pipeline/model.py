@@ -143,7 +143,11 @@ def utc(dt: datetime) -> datetime:
 
 def format_time(dt: datetime) -> str:
     """RFC 3339 in UTC with microseconds: one spelling per instant, so bytes compare equal."""
-    return utc(dt).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat of a UTC instant ends in "+00:00"; it is about twice as fast as strftime,
+    # which showed up in every event ingress writes.
+    if dt.tzinfo is not UTC:
+        dt = utc(dt)
+    return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(text: str) -> datetime:

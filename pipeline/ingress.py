@@ -227,7 +227,9 @@ class Ingress:
         return out
 
     def _take(self, msg: InputMessage, now: float) -> list[Output]:
-        prog = self._progress.setdefault((msg.topic, msg.partition), _PartitionProgress())
+        prog = self._progress.get((msg.topic, msg.partition))
+        if prog is None:
+            prog = self._progress[(msg.topic, msg.partition)] = _PartitionProgress()
         prog.last_seen = now
         if msg.position in self.settled_rejects:
             return [Absorb(msg, "unknown")]

@@ -5,14 +5,17 @@ Example files under ``schemas/examples`` are named
 be accepted, or rejected with exactly that reason. A second, independent
 validator built the way an integrator would build it (the published files, a
 ``referencing`` registry, a stock :mod:`jsonschema` validator) must agree with
-Sada on every event Hypothesis can derive from the examples.
+Sada on every event Hypothesis can derive from the examples; so must the fast
+acceptor of each schema with :mod:`jsonschema`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections import OrderedDict
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from sada import contracts
 from sada.contracts import (
     EVENT_TYPES,
     TOPIC_OF_TYPE,
@@ -414,3 +418,262 @@ def mutated_events(draw: st.DrawFn) -> Any:
 def test_sada_accepts_exactly_what_the_published_schemas_accept(event: Any) -> None:
     error = rejection_of(event)
     assert (error is None) == reference_accepts(event), error
+
+
+# -- the fast acceptors agree with jsonschema ----------------------------------------
+#
+# Sada translates each schema into a plain function that accepts a valid
+# instance early and otherwise hands the instance to jsonschema. Were it ever to
+# accept what jsonschema rejects, an invalid event would get through; so on
+# instances close to valid ones it must say exactly what jsonschema says, and
+# for values of other Python types than JSON decodes to (which it leaves to
+# jsonschema) it must at least never accept an invalid one.
+
+
+class Text(str):
+    """A str subclass: a string to jsonschema, not to an exact type test."""
+
+
+class Count(int):
+    """An int subclass."""
+
+
+EXOTIC_VALUES: list[Any] = [
+    Text("x"),
+    Text("referral"),
+    Text("resolution_overdue"),
+    Text("support"),
+    Text("sub-2025-000101"),
+    Text("2025-05-28T09:30:00+03:30"),
+    Count(3),
+    Decimal(3),
+    Decimal("2.5"),
+    OrderedDict(id="a", role="staff"),
+    ("a",),
+]
+GENERIC_VALUES: list[Any] = [
+    True,
+    False,
+    0,
+    1,
+    -1,
+    5,
+    5.0,
+    4.5,
+    1000,
+    1001,
+    10**6,
+    None,
+    "",
+    " ",
+    "\n",
+    "x",
+    "support",
+    "referral",
+    "resolution_overdue",
+    "x" * 100,
+    "x" * 101,
+    "ب" * 2001,
+    "2025-05-28T09:30:00Z",
+    "2025-02-30T09:30:00Z",
+    "2025-05-28T09:30:00",
+    "0001-01-01T00:00:00+01:00",
+    "00005724",
+    "00005727",
+    [],
+    ["a"],
+    {},
+    {"id": "a", "role": "staff"},
+]
+MEMBER_NAMES = sorted(
+    {
+        name
+        for path in SCHEMA_FILES
+        for schema in [load(path)]
+        for node in [schema, *schema.get("$defs", {}).values()]
+        for name in node.get("properties", {})
+    }
+    | {"x", "traceparent", "Trace", "a" * 21, "1", "data2"}
+)
+
+
+def is_json(value: Any) -> bool:
+    """Whether ``value`` is made of exactly the Python types JSON decodes to."""
+    if type(value) is dict:
+        return all(type(k) is str and is_json(v) for k, v in value.items())
+    if type(value) is list:
+        return all(is_json(v) for v in value)
+    return type(value) in (str, int, float, bool, type(None))
+
+
+def objects_in(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value, *(o for v in value.values() for o in objects_in(v))]
+    if isinstance(value, list):
+        return [o for v in value for o in objects_in(v)]
+    return []
+
+
+@st.composite
+def near_valid(draw: st.DrawFn, bases: list[Any], exotic: bool) -> Any:
+    """A copy of one of ``bases`` with a few members removed, replaced, added or lengthened."""
+    instance = copy.deepcopy(draw(st.sampled_from(bases)))
+    values = GENERIC_VALUES + (EXOTIC_VALUES if exotic else [])
+    for _ in range(draw(st.sampled_from([1, 1, 2, 3]))):
+        objects = objects_in(instance)
+        if not objects:
+            break
+        target = draw(st.sampled_from(objects))
+        change = draw(st.sampled_from(["remove", "replace", "replace", "add", "lengthen"]))
+        if change == "add" or not target:
+            target[draw(st.sampled_from(MEMBER_NAMES))] = copy.deepcopy(
+                draw(st.sampled_from(values))
+            )
+            continue
+        key = draw(st.sampled_from(sorted(target)))
+        if change == "remove":
+            del target[key]
+        elif change == "lengthen" and isinstance(target[key], str):
+            target[key] += draw(st.sampled_from(["x", "\n", "x" * 100, "ب" * 10_000]))
+        else:
+            # Half the time, values beside the boundaries of that very member.
+            near: list[Any] = NEAR_MISSES.get(key, [])
+            beside: bool = draw(st.booleans())
+            target[key] = copy.deepcopy(draw(st.sampled_from(near if near and beside else values)))
+    return instance
+
+
+def sada_schemas() -> dict[str, tuple[Any, list[Any]]]:
+    """name -> (the compiled schema, instances to start from) for the envelope and the data."""
+    compiled = contracts._contracts()  # its acceptors are under test
+    found = {"envelope": (compiled.envelope, VALID_EXAMPLES)}
+    for id_, contract in sorted(compiled.by_id.items()):
+        own = [e["data"] for e in VALID_EXAMPLES if e["type"] == contract.type]
+        others = [e["data"] for e in VALID_EXAMPLES if e["type"] != contract.type]
+        # Mostly the type's own data, some of other types'.
+        found[id_.removeprefix("https://sada.example/schemas/")] = (
+            contract.schema,
+            own * 4 + others,
+        )
+    return found
+
+
+SADA_SCHEMAS = sada_schemas()
+
+
+@pytest.mark.parametrize("name", sorted(SADA_SCHEMAS))
+def test_the_fast_acceptor_of_each_schema_takes_the_valid_examples(name: str) -> None:
+    schema, bases = SADA_SCHEMAS[name]
+    for base in bases:
+        assert schema.accepts(base) == schema.validator.is_valid(base), base
+    assert any(schema.accepts(base) for base in bases)
+
+
+@pytest.mark.parametrize("name", sorted(SADA_SCHEMAS))
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_fast_acceptor_of_each_schema_says_what_jsonschema_says(
+    name: str, data: st.DataObject
+) -> None:
+    schema, bases = SADA_SCHEMAS[name]
+    instance = data.draw(near_valid(bases, exotic=data.draw(st.booleans())))
+    accepted = schema.accepts(instance)
+    valid = schema.validator.is_valid(instance)
+    assert valid or not accepted, f"{name} accepts an invalid instance: {instance!r}"
+    if is_json(instance):
+        assert accepted == valid, f"{name}: the acceptor says {accepted}, jsonschema {valid}"
+
+
+# Keywords the translation handles, in combinations the published schemas do
+# not (yet) use.
+TRANSLATED_SCHEMAS: list[Any] = [
+    True,
+    False,
+    {"type": ["string", "null", "array", "number"], "minLength": 2, "maximum": 3},
+    {"enum": ["a", "ab"], "minimum": 1, "maxLength": 1, "pattern": "^a"},
+    {"const": "a"},
+    {
+        "type": "object",
+        "patternProperties": {"^a": {"type": "integer"}, "b$": {"maxLength": 1}},
+        "additionalProperties": {"type": "boolean"},
+    },
+    {"patternProperties": {"^a": False}, "additionalProperties": False},
+    {
+        "properties": {"a": {"type": "integer", "minimum": 0}, "b": True},
+        "required": ["b", "t"],
+        "additionalProperties": {"type": "string"},
+        "dependentSchemas": {"a": {"required": ["c"]}},
+    },
+    {"dependentSchemas": {"a": {"required": ["c"]}, "b": {"properties": {"a": {"const": "x"}}}}},
+    {
+        "if": {"properties": {"a": {"const": "x"}}, "required": ["a"]},
+        "then": {"required": ["b"]},
+        "else": {"properties": {"b": False}},
+    },
+    {
+        "allOf": [
+            {"type": ["object", "array"]},
+            {
+                "if": {"if": {"required": ["a"]}, "then": {"required": ["b"]}, "else": False},
+                "else": {"required": ["c"]},
+            },
+        ]
+    },
+    {
+        "type": "object",
+        "properties": {
+            "t": {"format": "date-time"},
+            "c": {"type": "string", "format": "sada-tracking-code", "pattern": "^[0-9]+$"},
+            "u": {"format": "uri"},
+        },
+        "additionalProperties": False,
+    },
+    {"type": "integer", "maxLength": 1, "pattern": "^a", "required": ["a"]},
+    {"properties": {"a": {"format": "regex"}, "b": {"format": "date"}}},
+    {"items": {"type": "string"}},  # not translated: always left to jsonschema
+]
+LEAVES: list[Any] = [None, True, False, 0, 1, 3, 4, -1, 5.0, 2.5, "", "a", "ab", "x", "b", "ba"]
+LEAVES += ["2025-05-28T09:30:00Z", "2025-02-30T09:30:00Z", "00005724", "00005727", "a b"]
+LEAVES += ["2025-05-28", "2025-02-30", "("]
+json_leaves = st.sampled_from(LEAVES)
+member_names = st.sampled_from(["a", "b", "c", "t", "u", "ab", "ba", "x"])
+json_values_ = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(member_names, inner, max_size=4),
+    max_leaves=8,
+)
+# Mostly objects: most of the keywords are about their members.
+json_instances = (
+    st.dictionaries(member_names, json_leaves | json_values_, max_size=5) | json_values_
+)
+exotic_instances = st.dictionaries(
+    member_names | st.just(1), json_leaves | st.sampled_from(EXOTIC_VALUES), max_size=5
+) | st.sampled_from(EXOTIC_VALUES)
+
+
+@pytest.mark.parametrize("schema", TRANSLATED_SCHEMAS, ids=lambda s: json.dumps(s)[:50])
+@settings(max_examples=1000)
+@given(instance=json_instances, exotic=exotic_instances)
+def test_the_translation_of_each_keyword_says_what_jsonschema_says(
+    schema: Any, instance: Any, exotic: Any
+) -> None:
+    formats = contracts._format_checker()
+    validator = Draft202012Validator(schema, format_checker=formats)
+    try:
+        accepts = contracts._acceptor(schema, formats, "a test", {})
+    except contracts._UnsupportedKeyword:
+        assert "items" in schema
+        return
+    assert accepts(instance) == validator.is_valid(instance), instance
+    if accepts(exotic):
+        assert validator.is_valid(exotic), exotic
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [{"minItems": 1}, {"enum": ["a", 1]}, {"const": 1}, {"properties": {"a": {"not": {}}}}],
+    ids=json.dumps,
+)
+def test_a_keyword_without_translation_leaves_the_schema_to_jsonschema(schema: Any) -> None:
+    with pytest.raises(contracts._UnsupportedKeyword):
+        contracts._acceptor(schema, contracts._format_checker(), "a test", {})

@@ -182,8 +182,11 @@ class IngressStage(KafkaStage):
         assert self._consumer is not None
         consumer = self._consumer
         last_commit = time.monotonic()
+        writing: asyncio.Future[None] | None = None
         while not self._stopping.is_set():
             batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+            if writing is not None and writing.done():
+                writing.result()  # a failed write stops the stage here, not later
             now = time.time()
             await self._note_backlog(consumer, batch, now)
             msgs: list[InputMessage] = []
@@ -198,10 +201,17 @@ class IngressStage(KafkaStage):
             # One clock move per fetched batch: per message it cost more than the rest.
             outputs = self.ingress.offer_many(msgs, now)
             if outputs:
-                await self._carry_out(outputs)
+                # One round in flight: this batch's records are written while the next
+                # is fetched and decided, and each round starts after the last one's
+                # acknowledgement, so the log keeps the order of the outputs.
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(self._carry_out(outputs))
             if time.monotonic() - last_commit > 0.5:
                 await self._commit()
                 last_commit = time.monotonic()
+        if writing is not None:
+            await writing
         await self._commit()
 
     async def _note_backlog(

@@ -67,9 +67,12 @@ class ProjectorStage(KafkaStage):
         self.ends: dict[int, int] = {}
         # Called after every applied fetch (the projector process reports to its parent).
         self.on_batch: Callable[[], Awaitable[None]] | None = None
+        # Whether the outbox may hold unpublished escalations: asking the store after
+        # every batch cost a query and a thread hop, though most batches escalate nothing.
+        self._outbox_dirty = True
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
         await self._producer.start()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -95,31 +98,51 @@ class ProjectorStage(KafkaStage):
             batch = await consumer.getmany(timeout_ms=100, max_records=5000)
             if not batch:
                 continue
-            for tp, msgs in sorted(batch.items(), key=lambda kv: kv[0].partition):
-                records = [(m.offset, m.value) for m in msgs]
-                arrived = [m.timestamp for m in msgs]
-                await self._apply(tp, records, arrived)
-            await self._publish_outbox()
+            work = [
+                (tp, [(m.offset, m.value) for m in msgs], [m.timestamp for m in msgs])
+                for tp, msgs in sorted(batch.items(), key=lambda kv: kv[0].partition)
+                if msgs
+            ]
+            # Every partition of the fetch in one trip to the worker thread: a trip
+            # per partition cost more than small batches' own work.
+            outcomes = await asyncio.to_thread(self._apply_all, work)
+            for (tp, _records, stamps), outcome in zip(work, outcomes, strict=True):
+                if isinstance(outcome, BatchResult):
+                    self._observe(outcome, stamps)
+                else:
+                    await self._recover(tp, outcome)
+            if self._outbox_dirty:
+                await self._publish_outbox()
             if self.on_batch is not None:
                 await self.on_batch()
 
-    async def _apply(
-        self, tp: TopicPartition, records: list[tuple[int, bytes]], stamps: list[int]
-    ) -> None:
-        projector = self.projectors[tp.partition]
-        try:
-            result = await asyncio.to_thread(projector.apply_batch, records)
-        except Exception:
-            # The fold may be ahead of the store now: rebuild it from the store and
-            # re-read from the stored checkpoint.
-            log.exception("partition %d: batch failed; reloading from the store", tp.partition)
-            fresh = await asyncio.to_thread(Projector, self.rules, self.store, tp.partition)
-            self.projectors[tp.partition] = fresh
-            assert self._consumer is not None
-            self._consumer.seek(tp, fresh.next_offset)
-            await asyncio.sleep(0.5)
-            return
-        self._observe(result, stamps)
+    def _apply_all(
+        self, work: list[tuple[TopicPartition, list[tuple[int, bytes]], list[int]]]
+    ) -> list[BatchResult | Exception]:
+        outcomes: list[BatchResult | Exception] = []
+        for tp, records, _stamps in work:
+            try:
+                outcomes.append(self.projectors[tp.partition].apply_batch(records))
+            except Exception as e:  # this partition recovers; the others' batches stand
+                outcomes.append(e)
+        return outcomes
+
+    async def _recover(self, tp: TopicPartition, error: Exception) -> None:
+        """A batch failed: the fold may be ahead of the store, so rebuild it from the store.
+
+        Then re-read the partition from the stored checkpoint.
+        """
+        log.error(
+            "partition %d: batch failed; reloading from the store",
+            tp.partition,
+            exc_info=error,
+        )
+        fresh = await asyncio.to_thread(Projector, self.rules, self.store, tp.partition)
+        self.projectors[tp.partition] = fresh
+        assert self._consumer is not None
+        self._consumer.seek(tp, fresh.next_offset)
+        self._outbox_dirty = True
+        await asyncio.sleep(0.5)  # a database that just failed gets a moment before the retry
 
     def _observe(self, result: BatchResult, stamps: list[int]) -> None:
         m = self.metrics
@@ -127,6 +150,8 @@ class ProjectorStage(KafkaStage):
         self.stats.applied += result.applied
         self.stats.duplicates += result.duplicates
         self.stats.escalations += len(result.escalations)
+        if result.escalations:
+            self._outbox_dirty = True
         for esc in result.escalations:
             m.escalated(esc.to_level, esc.reason)
         for kind, hours in result.first_response_hours:
@@ -144,6 +169,7 @@ class ProjectorStage(KafkaStage):
         while True:
             todo = await asyncio.to_thread(self.store.unpublished_escalations, 1000)
             if not todo:
+                self._outbox_dirty = False
                 return
             futures = [
                 await self._producer.send(

@@ -15,6 +15,9 @@ Every SQLAlchemy error leaves as :class:`sada.errors.StoreError`.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -61,7 +64,7 @@ from sada.consumers.tables import (
     votes,
 )
 from sada.errors import StoreError
-from sada.pipeline.model import Escalated, Stance, SubmissionState, format_time
+from sada.pipeline.model import Escalated, Stance, SubmissionState, format_time, utc
 from sada.pipeline.ports import BatchWrite, Checkpoint
 
 T = TypeVar("T")
@@ -74,6 +77,15 @@ _MIGRATION_LOCK = 0x5ADA0001  # PostgreSQL advisory lock key: one migrator at a 
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(SubmissionState))
 _ESCALATION_FIELDS = tuple(f.name for f in dataclasses.fields(Escalated))
 _WRITE = "sada_write"  # execution option: this connection will write
+_BUSY_TIMEOUT_MS = 30_000  # SQLite: how long a statement waits for another connection's lock
+# While rebuilding (see SqlStore.rebuilding): the SQLite page cache, and how many
+# states are held back at most. A commit writes every page its batches dirtied,
+# and rows with random keys (event keys, submission ids) dirty about one page of
+# each index apiece once an index outgrows a batch: committing every batch made
+# the cost per record grow with the store. One transaction, and a cache holding
+# the pages it dirties, write most pages once.
+_REBUILD_CACHE_KIB = 128 * 1024
+_REBUILD_STATES = 200_000
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -94,7 +106,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait
+        cursor.execute(
+            f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}"
+        )  # first: switching to WAL may wait
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=OFF")
@@ -105,6 +119,54 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_size_limit=67108864")
     finally:
         cursor.close()
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> int | None:
+    """Run ``PRAGMA pragma`` on the driver's connection; its first value if it is a number.
+
+    Straight to the driver: through SQLAlchemy the statement would open a
+    transaction first, and some pragmas cannot change inside one.
+    """
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        row = cursor.execute(f"PRAGMA {pragma}").fetchone()
+    finally:
+        cursor.close()
+    return row[0] if row is not None and isinstance(row[0], int) else None
+
+
+def _sqlite_journal_mode(conn: Connection, mode: str) -> None:
+    """Switch the journal mode if no other connection has the file open, else leave it.
+
+    Leaving WAL mode, or entering it, needs the file to itself: with another
+    connection open the switch fails at once (no busy wait) and nothing changes.
+    """
+    _sqlite_pragma(conn, "busy_timeout=0")
+    try:
+        _sqlite_pragma(conn, f"journal_mode={mode}")
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        _sqlite_pragma(conn, f"busy_timeout={_BUSY_TIMEOUT_MS}")
+
+
+def _sqlite_sync(conn: Connection) -> None:
+    """fsync the main database file (nothing to do for an in-memory database)."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        files = [row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"]
+    finally:
+        cursor.close()
+    if files and files[0]:
+        fd = os.open(files[0], os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
@@ -211,14 +273,19 @@ def _values_sql(
     names: Sequence[str],
     conflict: Sequence[str] = (),
     update: bool = False,
+    fixed: Sequence[str] = (),
 ) -> str:
-    """``INSERT INTO table (names) VALUES %s [ON CONFLICT (conflict) DO UPDATE/NOTHING]``."""
+    """``INSERT INTO table (names) VALUES %s [ON CONFLICT (conflict) DO UPDATE/NOTHING]``.
+
+    An update sets every column but the conflict keys and ``fixed``.
+    """
     q = dialect.identifier_preparer.quote
     sql = f"INSERT INTO {q(table.name)} ({', '.join(q(n) for n in names)}) VALUES %s"
     if conflict:
         sql += f" ON CONFLICT ({', '.join(q(k) for k in conflict)}) DO "
         if update:
-            sets = (f"{q(n)} = EXCLUDED.{q(n)}" for n in names if n not in conflict)
+            kept = (*conflict, *fixed)
+            sets = (f"{q(n)} = EXCLUDED.{q(n)}" for n in names if n not in kept)
             sql += "UPDATE SET " + ", ".join(sets)
         else:
             sql += "NOTHING"
@@ -255,14 +322,17 @@ class _Lookups:
             )
 
 
-def _upsert(dialect: Dialect, table: Table, keys: Sequence[str]) -> UpdateBase:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column."""
+def _upsert(
+    dialect: Dialect, table: Table, keys: Sequence[str], fixed: Sequence[str] = ()
+) -> UpdateBase:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column but ``fixed``."""
+    kept = (*keys, *fixed)
     if dialect.name == "postgresql":
         pg = postgresql.insert(table)
-        cols = {c.name: pg.excluded[c.name] for c in table.c if c.name not in keys}
+        cols = {c.name: pg.excluded[c.name] for c in table.c if c.name not in kept}
         return pg.on_conflict_do_update(index_elements=list(keys), set_=cols)
     lite = sqlite.insert(table)
-    cols = {c.name: lite.excluded[c.name] for c in table.c if c.name not in keys}
+    cols = {c.name: lite.excluded[c.name] for c in table.c if c.name not in kept}
     return lite.on_conflict_do_update(index_elements=list(keys), set_=cols)
 
 
@@ -283,15 +353,25 @@ class _BulkStatements:
         def plain(table: Table, names: Sequence[str]) -> _Bulk:
             return _Bulk(d, insert(table), names, _values_sql(d, table, names))
 
-        def upsert(table: Table, names: Sequence[str], keys: Sequence[str]) -> _Bulk:
+        def upsert(
+            table: Table, names: Sequence[str], keys: Sequence[str], fixed: Sequence[str] = ()
+        ) -> _Bulk:
             return _Bulk(
-                d, _upsert(d, table, keys), names, _values_sql(d, table, names, keys, update=True)
+                d,
+                _upsert(d, table, keys, fixed),
+                names,
+                _values_sql(d, table, names, keys, update=True, fixed=fixed),
             )
 
         self.archive = plain(archive, _names(archive))
         self.events = plain(events, _EVENT_COLUMNS)
         self.responses = plain(responses, _RESPONSE_COLUMNS)
-        self.states = upsert(submissions, _SUBMISSION_COLUMNS, ["submission_id"])
+        # A submission's identity never changes once created; leaving it out of the
+        # update spares the indexes on tracking code and partition a delete and an
+        # insert for every changed state.
+        self.states = upsert(
+            submissions, _SUBMISSION_COLUMNS, ["submission_id"], _SUBMISSION_IDENTITY
+        )
         self.votes_set = upsert(votes, _names(votes), ["submission_id", "voter_id"])
         self.checkpoint = upsert(checkpoints, _names(checkpoints), ["partition"])
         self.escalations = _Bulk(
@@ -325,6 +405,16 @@ _EVENT_COLUMNS = (
     "note",
 )
 _SUBMISSION_COLUMNS = (*_STATE_FIELDS, "partition")
+_ARCHIVE_ROW = ("partition", "offset", "record", "prev_hash", "hash")
+_ARCHIVE_RECORD = ("partition", "offset", "record")
+# Fields whose values recur across submissions (strings and instants; not numbers,
+# where 0 == False would mix them up).
+_STATE_SHARED_POSITIONS = tuple(
+    i
+    for i, n in enumerate(_STATE_FIELDS)
+    if n in ("kind", "channel", "status", "unit_id") or isinstance(submissions.c[n].type, Instant)
+)
+_SUBMISSION_IDENTITY = ("tracking_code", "kind", "channel", "created_at", "partition")
 _RESPONSE_COLUMNS = (
     "key",
     "response_id",
@@ -346,31 +436,14 @@ _ESCALATION_INSTANT_POSITIONS = tuple(
 )
 
 
-class _Texts:
-    """Instants as stored text, each datetime object converted once per batch.
-
-    States of one submission share their datetime objects (``replace`` copies
-    references), and formatting dominates building a batch's rows.
-    """
-
-    def __init__(self) -> None:
-        self._memo: dict[int, tuple[datetime, str]] = {}
-
-    def __call__(self, value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        hit = self._memo.get(id(value))
-        if hit is not None and hit[0] is value:
-            return hit[1]
-        text_ = instant_text(value)
-        self._memo[id(value)] = (value, text_)  # holding the object keeps its id unique
-        return text_
-
-    def row(self, values: tuple[Any, ...], instants: tuple[int, ...]) -> list[Any]:
-        row = list(values)
-        for i in instants:
-            row[i] = self(row[i])
-        return row
+def _instants(values: tuple[Any, ...], positions: tuple[int, ...]) -> list[Any]:
+    """``values`` with the instants at ``positions`` in stored form."""
+    row = list(values)
+    for i in positions:
+        value = row[i]
+        if value is not None:
+            row[i] = format_time(value)
+    return row
 
 
 @dataclasses.dataclass(slots=True)
@@ -383,12 +456,14 @@ class _BatchRows:
     escalations: list[tuple[Any, ...]]
 
 
-def _batch_rows(batch: BatchWrite) -> _BatchRows:
+def _batch_rows(batch: BatchWrite, states: bool = True) -> _BatchRows:
     """A batch's rows in stored form, built before the transaction opens."""
     p = batch.partition
-    texts = _Texts()
-    latest = {s.submission_id: s for s in batch.states}
-    states = [(*texts.row(_STATE_VALUES(s), _STATE_INSTANT_POSITIONS), p) for s in latest.values()]
+    text = format_time
+    latest = {s.submission_id: s for s in batch.states} if states else {}
+    state_rows = [
+        (*_instants(_STATE_VALUES(s), _STATE_INSTANT_POSITIONS), p) for s in latest.values()
+    ]
     latest_stances = {(sid, voter): (stance, at) for sid, voter, stance, at in batch.stances}
     votes_set = []
     votes_unset = []
@@ -396,43 +471,46 @@ def _batch_rows(batch: BatchWrite) -> _BatchRows:
         if stance is None:
             votes_unset.append((sid, voter))
         else:
-            votes_set.append((sid, voter, stance, texts(at)))
+            votes_set.append((sid, voter, stance, text(at)))
+    events_ = [
+        (
+            a.key,
+            p,
+            a.offset,
+            a.submission_id,
+            a.type,
+            text(a.time),
+            text(a.at),
+            a.late,
+            a.effective,
+            a.note,
+        )
+        for a in batch.applied
+    ]
+    responses_ = [
+        (
+            r.key,
+            r.response_id,
+            r.submission_id,
+            r.unit_id,
+            r.kind,
+            r.referred_to_unit_id,
+            text(at),
+            effective,
+        )
+        for r, at, effective in batch.responses
+    ]
+    escalations_ = [
+        (*_instants(_ESCALATION_VALUES(e), _ESCALATION_INSTANT_POSITIONS), False)
+        for e in batch.escalations
+    ]
     return _BatchRows(
-        events=[
-            (
-                a.key,
-                p,
-                a.offset,
-                a.submission_id,
-                a.type,
-                texts(a.time),
-                texts(a.at),
-                a.late,
-                a.effective,
-                a.note,
-            )
-            for a in batch.applied
-        ],
-        states=states,
+        events=events_,
+        states=state_rows,
         votes_set=votes_set,
         votes_unset=votes_unset,
-        responses=[
-            (
-                r.key,
-                r.response_id,
-                r.submission_id,
-                r.unit_id,
-                r.kind,
-                r.referred_to_unit_id,
-                texts(at),
-                effective,
-            )
-            for r, at, effective in batch.responses
-        ],
-        escalations=[
-            (*texts.row(_ESCALATION_VALUES(e), _ESCALATION_INSTANT_POSITIONS), False)
-            for e in batch.escalations
-        ],
+        responses=responses_,
+        escalations=escalations_,
     )
 
 
@@ -455,6 +533,17 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
 
 
+@dataclasses.dataclass(slots=True)
+class _Rebuild:
+    """The one connection and open transaction of :meth:`SqlStore.rebuilding`."""
+
+    conn: Connection
+    thread: int  # only this thread's calls use it
+    cache_size: int | None = None  # SQLite: the connection's own, restored at the end
+    # Latest state of each submission changed since the last flush, with its partition.
+    states: dict[str, tuple[int, SubmissionState]] = dataclasses.field(default_factory=dict)
+
+
 class SqlStore:
     """The read model, archive and checkpoints in one SQLite or PostgreSQL database."""
 
@@ -473,6 +562,7 @@ class SqlStore:
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self._bulk = _BulkStatements(self.engine.dialect)
         self._lookups = _Lookups(self.engine.dialect)
+        self._rebuild: _Rebuild | None = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -486,9 +576,22 @@ class SqlStore:
     def __repr__(self) -> str:
         return f"SqlStore({self.url!r})"
 
+    def _rebuilding_here(self) -> _Rebuild | None:
+        rebuild = self._rebuild
+        if rebuild is not None and rebuild.thread == threading.get_ident():
+            return rebuild
+        return None
+
     @contextmanager
-    def _reading(self, what: str) -> Iterator[Connection]:
+    def _reading(self, what: str, states: bool = True) -> Iterator[Connection]:
+        """A connection to read with; ``states``: the reads may touch submission states."""
         try:
+            rebuild = self._rebuilding_here()
+            if rebuild is not None:  # reads must see the writes not committed yet
+                if states:
+                    self._flush_states(rebuild)
+                yield rebuild.conn
+                return
             with self.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as e:
@@ -497,6 +600,12 @@ class SqlStore:
     @contextmanager
     def _writing(self, what: str) -> Iterator[Connection]:
         try:
+            rebuild = self._rebuilding_here()
+            if rebuild is not None:
+                # A savepoint: a failed write still leaves nothing of itself behind.
+                with rebuild.conn.begin_nested():
+                    yield rebuild.conn
+                return
             with (
                 self.engine.connect().execution_options(**{_WRITE: True}) as conn,
                 conn.begin(),
@@ -504,6 +613,93 @@ class SqlStore:
                 yield conn
         except (SQLAlchemyError, self._driver_error) as e:  # the driver's: from _Bulk
             raise StoreError(f"{what} failed: {_describe(e)}") from e
+
+    @contextmanager
+    def rebuilding(self) -> Iterator[None]:
+        """Write a store that is being rebuilt from scratch (replay) faster.
+
+        Within the block, this thread's writes go through one connection and one
+        transaction, committed when the block ends; each :meth:`write` is a
+        savepoint, so a failed batch still leaves nothing. Submission states are
+        held back and written at the end (or when many are held): a submission
+        changed in many batches is written once, and a state the database
+        refuses fails the rebuild rather than its batch. Reads of this thread see
+        everything written so far; other connections see nothing of it until the
+        end.
+
+        SQLite also keeps its rollback journal in memory instead of the WAL when
+        no other connection has the file open (pages are written once, not to
+        the WAL and again at a checkpoint), stops syncing meanwhile and uses a
+        larger page cache. A crash in the block (of the process or the machine)
+        may then leave the file corrupt: that is acceptable only for a store
+        that would be rebuilt anyway, which is what this is for. On a normal exit
+        everything is committed and the file synced before this returns, and the
+        store is back in WAL mode; on an exception everything written in the
+        block is rolled back.
+        """
+        if self._rebuild is not None:
+            if self._rebuilding_here() is None:
+                raise StoreError("the store is being rebuilt by another thread")
+            yield  # nested: the outer block commits
+            return
+        try:
+            conn = self.engine.connect().execution_options(**{_WRITE: True})
+        except SQLAlchemyError as e:
+            raise StoreError(f"opening the store for a rebuild failed: {_describe(e)}") from e
+        rebuild = _Rebuild(conn, threading.get_ident())
+        sqlite_ = self.dialect == "sqlite"
+        try:
+            if sqlite_:
+                rebuild.cache_size = _sqlite_pragma(conn, "cache_size")
+                _sqlite_pragma(conn, f"cache_size=-{_REBUILD_CACHE_KIB}")
+                _sqlite_pragma(conn, "synchronous=OFF")
+                _sqlite_journal_mode(conn, "MEMORY")  # stays WAL if shared: just slower
+            self._rebuild = rebuild
+            try:
+                yield
+                self._flush_states(rebuild)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        except SQLAlchemyError as e:
+            raise StoreError(f"rebuilding the store failed: {_describe(e)}") from e
+        finally:
+            self._rebuild = None
+            try:
+                if sqlite_ and not conn.closed and not conn.invalidated:
+                    if conn.in_transaction():
+                        conn.rollback()
+                    # If another connection came meanwhile, it set WAL mode when it opened.
+                    _sqlite_journal_mode(conn, "WAL")
+                    _sqlite_pragma(conn, "synchronous=NORMAL")
+                    if rebuild.cache_size is not None:
+                        _sqlite_pragma(conn, f"cache_size={rebuild.cache_size}")
+                    _sqlite_sync(conn)  # what was written unsynced is durable from here
+            finally:
+                conn.close()
+
+    def _written(self, rebuild: _Rebuild, batch: BatchWrite) -> None:
+        """Hold back the states of a batch written in a rebuild."""
+        held = rebuild.states
+        for state in batch.states:
+            held[state.submission_id] = (batch.partition, state)
+        if len(held) >= _REBUILD_STATES:
+            self._flush_states(rebuild)
+
+    def _flush_states(self, rebuild: _Rebuild) -> None:
+        """Write the states a rebuild holds back."""
+        if not rebuild.states:
+            return
+        rows = [
+            (*_instants(_STATE_VALUES(state), _STATE_INSTANT_POSITIONS), p)
+            for p, state in rebuild.states.values()
+        ]
+        try:
+            self._bulk.states.run(rebuild.conn, rows)
+        except (SQLAlchemyError, self._driver_error) as e:
+            raise StoreError(f"writing states failed: {_describe(e)}") from e
+        rebuild.states.clear()
 
     # -- schema -------------------------------------------------------------------------
 
@@ -525,13 +721,24 @@ class SqlStore:
                     submissions.c.partition == partition
                 )
             ).all()
-        states = [SubmissionState(**row._mapping) for row in rows]
+        # Each row comes with its own strings and datetimes; the fold keeps these
+        # states for as long as the submissions live, so equal values (kinds,
+        # units, statuses, instants) are made one object.
+        shared: dict[Any, Any] = {}
+        states = []
+        for row in rows:
+            values = list(row)
+            for i in _STATE_SHARED_POSITIONS:
+                value = values[i]
+                if value is not None:
+                    values[i] = shared.setdefault(value, value)
+            states.append(SubmissionState(*values))
         states.sort(key=lambda s: s.submission_id)
         return checkpoint, states
 
     def load_checkpoint(self, partition: int) -> Checkpoint:
         """The partition's checkpoint (the initial one if nothing was written yet)."""
-        with self._reading("loading a checkpoint") as conn:
+        with self._reading("loading a checkpoint", states=False) as conn:
             return self._checkpoint(conn, partition)
 
     @staticmethod
@@ -545,7 +752,7 @@ class SqlStore:
         """Current stances of the given (submission id, voter id) pairs that have one."""
         wanted = list(dict.fromkeys(pairs))
         out: dict[tuple[str, str], Stance] = {}
-        with self._reading("reading stances") as conn:
+        with self._reading("reading stances", states=False) as conn:
             for chunk in _chunks(wanted, _LOOKUP_CHUNK):
                 if self.dialect == "postgresql":
                     params: dict[str, Any] = {
@@ -562,7 +769,7 @@ class SqlStore:
         """Those of ``keys`` already applied (present in the ledger)."""
         wanted = list(dict.fromkeys(keys))
         out: set[str] = set()
-        with self._reading("reading the ledger") as conn:
+        with self._reading("reading the ledger", states=False) as conn:
             for chunk in _chunks(wanted, _LOOKUP_CHUNK):
                 param = (
                     list(chunk) if self.dialect == "postgresql" else orjson.dumps(chunk).decode()
@@ -570,7 +777,7 @@ class SqlStore:
                 out.update(conn.scalars(self._lookups.seen, {"keys": param}))
         return out
 
-    def write(self, batch: BatchWrite) -> None:
+    def write(self, batch: BatchWrite) -> Checkpoint:
         """Write one projector batch and its checkpoint atomically.
 
         Archive records continue the partition's hash chain from the stored
@@ -580,6 +787,7 @@ class SqlStore:
         working from a stale checkpoint is refused); an archive offset or event
         key written before makes the whole batch fail with nothing written.
         Several changes to one state or one stance in a batch: the last wins.
+        Returns the checkpoint as now stored.
         """
         p = batch.partition
         if batch.checkpoint.partition != p:
@@ -589,7 +797,8 @@ class SqlStore:
         offsets = [o for o, _ in batch.archive]
         if any(b <= a for a, b in pairwise(offsets)):
             raise StoreError(f"partition {p}: archive offsets of a batch must rise")
-        rows = _batch_rows(batch)
+        rebuild = self._rebuilding_here()
+        rows = _batch_rows(batch, states=rebuild is None)
         bulk = self._bulk
         with self._writing(f"writing a batch of partition {p}") as conn:
             current = self._checkpoint(conn, p)
@@ -606,18 +815,22 @@ class SqlStore:
                 head = h
             bulk.archive.run(conn, sealed)
             bulk.events.run(conn, rows.events)
-            bulk.states.run(conn, rows.states)
+            bulk.states.run(conn, rows.states)  # none while rebuilding: held back
             bulk.votes_set.run(conn, rows.votes_set)
             bulk.votes_unset.run(conn, rows.votes_unset)
             bulk.responses.run(conn, rows.responses)
             bulk.escalations.run(conn, rows.escalations)
-            bulk.checkpoint.run(
-                conn, [(p, batch.checkpoint.next_offset, _text(batch.checkpoint.clock), head)]
-            )
+            clock = batch.checkpoint.clock
+            bulk.checkpoint.run(conn, [(p, batch.checkpoint.next_offset, _text(clock), head)])
+        if rebuild is not None:
+            self._written(rebuild, batch)
+        return Checkpoint(
+            p, batch.checkpoint.next_offset, None if clock is None else utc(clock), head
+        )
 
     def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]:
         """Escalations not yet published, oldest first (per submission, in level order)."""
-        with self._reading("reading the escalation outbox") as conn:
+        with self._reading("reading the escalation outbox", states=False) as conn:
             rows = conn.execute(
                 select(*(escalations.c[f] for f in _ESCALATION_FIELDS))
                 .where(escalations.c.published == false())
@@ -718,7 +931,7 @@ class SqlStore:
 
         ``event`` is None when the archive holds no readable record at that offset.
         """
-        with self._reading("reading a timeline") as conn:
+        with self._reading("reading a timeline", states=False) as conn:
             rows = conn.execute(
                 select(events, archive.c.record)
                 .join_from(
@@ -749,25 +962,49 @@ class SqlStore:
 
     def iter_archive(self, partition: int | None = None) -> Iterator[ArchiveRow]:
         """Archived records in (partition, offset) order, streamed."""
-        stmt = select(
-            archive.c.partition,
-            archive.c.offset,
-            archive.c.record,
-            archive.c.prev_hash,
-            archive.c.hash,
-        ).order_by(archive.c.partition, archive.c.offset)
+        for p, o, record, prev_hash, h in self._stream_archive(_ARCHIVE_ROW, partition):
+            yield ArchiveRow(p, o, bytes(record), prev_hash, h)
+
+    def iter_records(self, partition: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+        """``(partition, offset, record)`` of archived records in that order, streamed."""
+        for p, o, record in self._stream_archive(_ARCHIVE_RECORD, partition):
+            yield p, o, bytes(record)
+
+    def _stream_archive(
+        self, names: Sequence[str], partition: int | None
+    ) -> Iterator[tuple[Any, ...]]:
+        stmt = select(*(archive.c[n] for n in names)).order_by(
+            archive.c.partition, archive.c.offset
+        )
         if partition is not None:
             stmt = stmt.where(archive.c.partition == partition)
+        what = "reading the archive"
         try:
             with self.engine.connect() as conn:
-                result = conn.execution_options(yield_per=2000).execute(stmt)
-                for p, o, record, prev_hash, h in result:
-                    yield ArchiveRow(p, o, bytes(record), prev_hash, h)
-        except SQLAlchemyError as e:
-            raise StoreError(f"reading the archive failed: {_describe(e)}") from e
+                if self.dialect != "sqlite":
+                    result = conn.execution_options(yield_per=2000).execute(stmt)
+                    for row in result:
+                        yield tuple(row)
+                    return
+                # The driver's own cursor: SQLAlchemy's processing of each row cost
+                # more than SQLite's reading it. In autocommit mode (see
+                # _sqlite_on_connect) the one SELECT reads one snapshot.
+                compiled = stmt.compile(dialect=self.engine.dialect)
+                params = [compiled.params[n] for n in compiled.positiontup or ()]
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                cursor = raw.cursor()
+                try:
+                    cursor.execute(str(compiled), params)
+                    while rows := cursor.fetchmany(2000):
+                        yield from rows
+                finally:
+                    cursor.close()
+        except (SQLAlchemyError, self._driver_error) as e:
+            raise StoreError(f"{what} failed: {_describe(e)}") from e
 
     def checkpoints(self) -> list[Checkpoint]:
-        with self._reading("reading checkpoints") as conn:
+        with self._reading("reading checkpoints", states=False) as conn:
             rows = conn.execute(select(checkpoints).order_by(checkpoints.c.partition)).all()
         return [Checkpoint(r.partition, r.next_offset, r.clock, r.head_hash) for r in rows]
 

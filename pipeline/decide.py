@@ -17,8 +17,10 @@ deadline is in time.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import attrgetter
+from typing import Any
 
 from sada.pipeline.model import (
     CLOSING_RESPONSES,
@@ -39,6 +41,24 @@ from sada.pipeline.rules import Rules
 
 # Escalation ids are UUIDv5 in this namespace: the same decision always gets the same id.
 ESCALATION_NAMESPACE = uuid.UUID("6f1c1f5e-5ad0-4c0e-9a51-7a2d5ada0001")
+
+_VOTES = (VoteCast, VoteRetracted)
+_STATE_FIELDS = tuple(f.name for f in fields(SubmissionState))
+_STATE_POSITION = {name: i for i, name in enumerate(_STATE_FIELDS)}
+_state_values = attrgetter(*_STATE_FIELDS)
+
+
+def _replace(state: SubmissionState, **changes: Any) -> SubmissionState:
+    """``state`` with ``changes``: :func:`dataclasses.replace` for states, without its overhead.
+
+    Every applied event builds at least one new state, and the generic
+    ``replace`` (field introspection, keyword arguments) costs more than the
+    rest of the decision.
+    """
+    values = list(_state_values(state))
+    for name, value in changes.items():
+        values[_STATE_POSITION[name]] = value
+    return SubmissionState(*values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +106,27 @@ def apply(
     prev_stance: Stance | None = None,
 ) -> Decision:
     """Apply one event at effective instant ``at``; deadlines before ``at`` have fired."""
+    if isinstance(event, _VOTES):  # most events: tested first
+        if state is None:
+            return Decision(None, effective=False, note="unknown submission")
+        return _vote(state, event, at, rules, prev_stance)
     if isinstance(event, SubmissionCreated):
         if state is not None:
             return Decision(state, effective=False, note="submission exists")
         return Decision(create(event, at, rules))
     if state is None:
         return Decision(None, effective=False, note="unknown submission")
-    if isinstance(event, VoteCast | VoteRetracted):
-        return _vote(state, event, at, rules, prev_stance)
     if isinstance(event, ResponsePosted):
         return _respond(state, event, at, rules)
     if isinstance(event, SatisfactionRated):
         if state.satisfaction == event.rating:
             return Decision(state, effective=False, note="same rating")
-        return Decision(replace(state, satisfaction=event.rating, updated_at=at))
+        return Decision(_replace(state, satisfaction=event.rating, updated_at=at))
     if isinstance(event, SubmissionWithdrawn):
         if state.status != "open":
             return Decision(state, effective=False, note=f"submission {state.status}")
         return Decision(
-            replace(
+            _replace(
                 state,
                 status="withdrawn",
                 first_response_due=None,
@@ -128,7 +150,7 @@ def _vote(
         return Decision(state, stance=new, effective=False, note="stance unchanged")
     support = state.support - (prev == "support") + (new == "support")
     oppose = state.oppose - (prev == "oppose") + (new == "oppose")
-    state = replace(state, support=support, oppose=oppose, updated_at=at)
+    state = _replace(state, support=support, oppose=oppose, updated_at=at)
     state, escalations = _climb_ladder(state, at, rules)
     return Decision(state, escalations, stance=new, stance_changed=True)
 
@@ -159,17 +181,17 @@ def _respond(state: SubmissionState, event: ResponsePosted, at: datetime, rules:
     if event.kind == "referral" and event.referred_to_unit_id:
         if event.referred_to_unit_id == state.unit_id:
             return Decision(
-                replace(state, first_response_due=None, first_response_at=first_at, updated_at=at)
+                _replace(state, first_response_due=None, first_response_at=first_at, updated_at=at)
             )
         moved = _arrive(
-            replace(state, first_response_at=first_at), event.referred_to_unit_id, at, rules
+            _replace(state, first_response_at=first_at), event.referred_to_unit_id, at, rules
         )
         # Referred down from the root, it may owe support levels it could not climb there.
         moved, escalations = _climb_ladder(moved, at, rules)
         return Decision(moved, escalations)
     if event.kind in CLOSING_RESPONSES:
         return Decision(
-            replace(
+            _replace(
                 state,
                 status="closed",
                 first_response_due=None,
@@ -180,14 +202,14 @@ def _respond(state: SubmissionState, event: ResponsePosted, at: datetime, rules:
             )
         )
     return Decision(
-        replace(state, first_response_due=None, first_response_at=first_at, updated_at=at)
+        _replace(state, first_response_due=None, first_response_at=first_at, updated_at=at)
     )
 
 
 def _arrive(state: SubmissionState, unit_id: str, at: datetime, rules: Rules) -> SubmissionState:
     """The submission reaches a unit: both clocks start there at ``at``."""
     first_due, resolution_due = rules.deadlines(state.kind, at)
-    return replace(
+    return _replace(
         state,
         unit_id=unit_id,
         arrived_at=at,
@@ -225,7 +247,7 @@ def _escalate(
         support=state.support,
         deadline=deadline,
     )
-    moved = _arrive(replace(state, level=state.level + 1, escalations=n), parent, at, rules)
+    moved = _arrive(_replace(state, level=state.level + 1, escalations=n), parent, at, rules)
     return moved, esc
 
 
@@ -233,12 +255,13 @@ def next_due(state: SubmissionState) -> datetime | None:
     """The earliest deadline still able to fire, or None."""
     if state.status != "open":
         return None
-    dues = []
-    if state.first_response_due is not None and not state.first_response_overdue:
-        dues.append(state.first_response_due)
-    if state.resolution_due is not None and not state.resolution_overdue:
-        dues.append(state.resolution_due)
-    return min(dues) if dues else None
+    first = None if state.first_response_overdue else state.first_response_due
+    resolution = None if state.resolution_overdue else state.resolution_due
+    if first is None:
+        return resolution
+    if resolution is None or first <= resolution:
+        return first
+    return resolution
 
 
 def advance(
@@ -264,9 +287,9 @@ def advance(
         moved = _escalate(state, reason, due, due, rules)
         if moved is None:
             if reason == "first_response_overdue":
-                state = replace(state, first_response_overdue=True, updated_at=due)
+                state = _replace(state, first_response_overdue=True, updated_at=due)
             else:
-                state = replace(state, resolution_overdue=True, updated_at=due)
+                state = _replace(state, resolution_overdue=True, updated_at=due)
             continue
         state, esc = moved
         out.append(esc)

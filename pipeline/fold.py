@@ -25,7 +25,6 @@ from sada.pipeline.model import (
     Escalated,
     ResponsePosted,
     Stance,
-    SubmissionCreated,
     SubmissionState,
     VoteCast,
     VoteRetracted,
@@ -33,6 +32,8 @@ from sada.pipeline.model import (
 from sada.pipeline.rules import Rules
 
 _EPSILON = timedelta(microseconds=1)
+_VOTES = (VoteCast, VoteRetracted)
+_MIN_COMPACT = 64  # stale deadline entries tolerated before compacting, at the least
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,43 +111,56 @@ class PartitionFold:
         self.ledger = ledger
         self.states: dict[str, SubmissionState] = {s.submission_id: s for s in states}
         self.clock = clock
+        # Deadline index: (due, submission id), lazily deleted. A moved or stopped
+        # deadline leaves its old entry behind (skipped when it comes up);
+        # _compact drops those once they are a quarter of the index.
         self._heap: list[tuple[datetime, str]] = []
+        self._compact_at = _MIN_COMPACT
         for s in self.states.values():
             self._schedule(s)
 
     def apply(self, record: LogRecord) -> Step:
         step = Step()
-        at = record.at if self.clock is None or record.at > self.clock else self.clock
-        self._fire_before(at, step)
+        clock = self.clock
+        at = record.at if clock is None or record.at > clock else clock
+        heap = self._heap
+        if heap and heap[0][0] < at:
+            self._fire_before(at, step)
         self.clock = at
         if isinstance(record, TickRecord):
             return step
         event = record.event
-        step.event, step.at = event, at
-        if event.key in self.ledger:
+        step.event = event
+        step.at = at
+        key = event.key
+        ledger = self.ledger
+        if key in ledger:
             step.duplicate = True
             return step
-        self.ledger.add(event.key)
-        state = self.states.get(event.submission_id)
+        ledger.add(key)
+        sid = event.submission_id
+        state = self.states.get(sid)
+        voter: str | None = None
         prev: Stance | None = None
-        if isinstance(event, VoteCast | VoteRetracted):
-            prev = self.stances.get(event.submission_id, event.voter_id)
+        if isinstance(event, _VOTES):
+            voter = event.voter_id
+            prev = self.stances.get(sid, voter)
         decision = decide.apply(state, event, at, self.rules, prev)
-        step.effective, step.note = decision.effective, decision.note
-        if decision.stance_changed and isinstance(event, VoteCast | VoteRetracted):
-            self.stances.set(event.submission_id, event.voter_id, decision.stance)
-            step.stance_change = (event.submission_id, event.voter_id, decision.stance)
+        step.effective = decision.effective
+        step.note = decision.note
+        if decision.stance_changed and voter is not None:
+            self.stances.set(sid, voter, decision.stance)
+            step.stance_change = (sid, voter, decision.stance)
         new = decision.state
         if new is not None and new is not state:
             if state is not None and isinstance(event, ResponsePosted):
                 self._measure(state, new, at, step)
             self.states[new.submission_id] = new
             step.changed.add(new.submission_id)
-            if isinstance(event, SubmissionCreated) or decide.next_due(new) != (
-                decide.next_due(state) if state else None
-            ):
+            if state is None or decide.next_due(new) != decide.next_due(state):
                 self._schedule(new)
-        step.escalations.extend(decision.escalations)
+        if decision.escalations:
+            step.escalations.extend(decision.escalations)
         return step
 
     def _measure(
@@ -164,6 +178,24 @@ class PartitionFold:
         due = decide.next_due(state)
         if due is not None:
             heapq.heappush(self._heap, (due, state.submission_id))
+            if len(self._heap) > self._compact_at:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the deadline index from its live entries, one per submission.
+
+        Dropping stale entries changes nothing that fires: they would be skipped,
+        and of two live entries for one deadline the second finds it fired.
+        """
+        states = self.states
+        live: dict[str, tuple[datetime, str]] = {}
+        for entry in self._heap:
+            state = states.get(entry[1])
+            if state is not None and decide.next_due(state) == entry[0]:
+                live[entry[1]] = entry
+        self._heap[:] = live.values()  # in place: _fire_before holds the list
+        heapq.heapify(self._heap)
+        self._compact_at = len(self._heap) + max(len(self._heap) // 4, _MIN_COMPACT)
 
     def _fire_before(self, until: datetime, step: Step) -> None:
         heap = self._heap
@@ -177,6 +209,10 @@ class PartitionFold:
             step.changed.add(sid)
             step.escalations.extend(escalations)
             self._schedule(new)
+
+    def deadline_entries(self) -> int:
+        """Entries in the deadline index, stale ones included: what it holds in memory."""
+        return len(self._heap)
 
     def pending_deadlines(self) -> int:
         return sum(1 for s in self.states.values() if decide.next_due(s) is not None)

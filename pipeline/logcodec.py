@@ -12,6 +12,7 @@ Encoding is canonical (sorted keys, no spaces) so the archive's hashes are stabl
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -69,22 +70,39 @@ def encode_tick(at: datetime) -> bytes:
 def decode(raw: bytes) -> tuple[LogRecord, dict[str, Any] | None]:
     """A log record and, for events, the CloudEvent it carries."""
     obj = orjson.loads(raw)
-    at = parse_time(obj["at"])
+    at_text = obj["at"]
+    at = parse_time(at_text)
     if obj["kind"] == "tick":
         return TickRecord(at), None
     ce = obj["event"]
-    return EventRecord(to_domain(ce), at, bool(obj.get("late", False))), ce
+    # An event on time takes effect at its own time: one datetime for both.
+    time = at if ce["time"] == at_text else None
+    return EventRecord(to_domain(ce, time), at, bool(obj.get("late", False))), ce
 
 
-def to_domain(ce: Mapping[str, Any]) -> DomainEvent:
-    """The domain event a (validated) CloudEvent carries."""
+def _shared(value: Any) -> Any:
+    """One object per distinct value of a low-cardinality field (kind, unit, channel, ...).
+
+    Decoding makes a fresh string per event; submission states keep these for
+    as long as the submission lives, so sharing them keeps the state small.
+    """
+    return sys.intern(value) if type(value) is str else value
+
+
+def _shared_or_none(value: str | None) -> str | None:
+    return None if value is None else _shared(value)
+
+
+def to_domain(ce: Mapping[str, Any], time: datetime | None = None) -> DomainEvent:
+    """The domain event a (validated) CloudEvent carries; ``time``: its time, if parsed already."""
     key = event_key(ce)
-    time = parse_time(ce["time"])
+    if time is None:
+        time = parse_time(ce["time"])
     d = ce["data"]
     sid = d["submission_id"]
     t = ce["type"]
     if t == VOTE_CAST:
-        return VoteCast(key, time, sid, d["voter_id"], d["stance"])
+        return VoteCast(key, time, sid, d["voter_id"], _shared(d["stance"]))
     if t == VOTE_RETRACTED:
         return VoteRetracted(key, time, sid, d["voter_id"])
     if t == SUBMISSION_CREATED:
@@ -94,10 +112,10 @@ def to_domain(ce: Mapping[str, Any]) -> DomainEvent:
             time,
             sid,
             d["tracking_code"],
-            d["kind"],
-            d["unit_id"],
-            d["channel"],
-            author.get("role", "other"),
+            _shared(d["kind"]),
+            _shared(d["unit_id"]),
+            _shared(d["channel"]),
+            _shared(author.get("role", "other")),
             bool(d.get("anonymous", False)),
         )
     if t == RESPONSE_POSTED:
@@ -106,9 +124,9 @@ def to_domain(ce: Mapping[str, Any]) -> DomainEvent:
             time,
             sid,
             d["response_id"],
-            d["unit_id"],
-            d["kind"],
-            d.get("referred_to_unit_id"),
+            _shared(d["unit_id"]),
+            _shared(d["kind"]),
+            _shared_or_none(d.get("referred_to_unit_id")),
         )
     if t == SATISFACTION_RATED:
         return SatisfactionRated(key, time, sid, int(d["rating"]))

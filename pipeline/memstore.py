@@ -8,6 +8,7 @@ keeps except the archive's hash chain (the archive lives in the SQL store).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 
 from sada.pipeline.model import Escalated, Stance, SubmissionState
@@ -38,7 +39,7 @@ class MemoryStore:
     def seen(self, keys: Iterable[str]) -> set[str]:
         return {k for k in keys if k in self.events}
 
-    def write(self, batch: BatchWrite) -> None:
+    def write(self, batch: BatchWrite) -> Checkpoint:
         current = self.load_checkpoint(batch.partition)
         if batch.archive and batch.archive[0][0] != current.next_offset:
             raise ValueError(
@@ -57,8 +58,13 @@ class MemoryStore:
                 self.votes[(sid, voter)] = stance
         for esc in batch.escalations:
             self.escalations.setdefault(esc.event_id, esc)
-        self.checkpoints[batch.partition] = replace(batch.checkpoint)
+        checkpoint = replace(batch.checkpoint)
+        self.checkpoints[batch.partition] = checkpoint
         self.writes += 1
+        return checkpoint
+
+    def rebuilding(self) -> AbstractContextManager[None]:
+        return nullcontext()  # nothing to make durable
 
     def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]:
         todo = [e for i, e in self.escalations.items() if i not in self.published]

@@ -9,6 +9,7 @@ effect, a crash after commit leaves no gap, so redelivery changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -62,7 +63,18 @@ class ProjectionStore(Protocol):
 
     def seen(self, keys: Iterable[str]) -> set[str]: ...
 
-    def write(self, batch: BatchWrite) -> None: ...
+    def write(self, batch: BatchWrite) -> Checkpoint:
+        """Write ``batch`` in one transaction; the partition's checkpoint as stored after it."""
+        ...
+
+    def rebuilding(self) -> AbstractContextManager[None]:
+        """A block of writes into a store being rebuilt from scratch (replay).
+
+        The store may trade durability for speed inside it (a crash mid-way
+        means rebuilding again) and must have made everything durable when the
+        block exits normally.
+        """
+        ...
 
     def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]: ...
 

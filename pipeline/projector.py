@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sada.pipeline.fold import EventRecord, PartitionFold, Step, TickRecord
 from sada.pipeline.logcodec import decode
 from sada.pipeline.model import (
     Escalated,
     ResponsePosted,
+    SatisfactionRated,
     Stance,
     VoteCast,
     VoteRetracted,
@@ -39,17 +39,6 @@ class _BatchStances:
 
     def set(self, submission_id: str, voter_id: str, stance: Stance | None) -> None:
         self.data[(submission_id, voter_id)] = stance
-
-
-class _BatchLedger:
-    def __init__(self) -> None:
-        self.keys: set[str] = set()
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.keys
-
-    def add(self, key: str) -> None:
-        self.keys.add(key)
 
 
 @dataclass(slots=True)
@@ -72,7 +61,9 @@ class Projector:
         checkpoint, states = store.load(partition)
         self.checkpoint = checkpoint
         self._stances = _BatchStances()
-        self._ledger = _BatchLedger()
+        # The batch's event keys already applied, then those it applies: a plain set,
+        # refilled by each prefetch.
+        self._ledger: set[str] = set()
         self.fold = PartitionFold(rules, self._stances, self._ledger, states, checkpoint.clock)
 
     @property
@@ -82,38 +73,43 @@ class Projector:
     def apply_batch(self, records: Sequence[tuple[int, bytes]]) -> BatchResult:
         """Apply ``(offset, record bytes)`` pairs of this partition, in offset order."""
         result = BatchResult()
-        todo = [(o, raw) for o, raw in records if o >= self.checkpoint.next_offset]
+        start = self.checkpoint.next_offset
+        todo = [r for r in records if r[0] >= start]
         result.skipped = len(records) - len(todo)
         if not todo:
             return result
-        decoded: list[tuple[int, bytes, Any, dict[str, Any] | None]] = []
-        for offset, raw in todo:
+        # (record, CloudEvent type): the CloudEvents themselves are not kept, a
+        # large batch of them would weigh more than everything else it holds.
+        decoded: list[tuple[EventRecord | TickRecord, str | None]] = []
+        for _, raw in todo:
             rec, ce = decode(raw)
-            decoded.append((offset, raw, rec, ce))
-        self._prefetch(rec for _, _, rec, _ in decoded)
+            decoded.append((rec, None if ce is None else ce["type"]))
+        self._prefetch(decoded)
 
-        batch = BatchWrite(partition=self.partition, checkpoint=self.checkpoint)
+        batch = BatchWrite(partition=self.partition, checkpoint=self.checkpoint, archive=todo)
+        fold = self.fold
         changed: set[str] = set()
-        for offset, raw, rec, ce in decoded:
-            step = self.fold.apply(rec)
-            batch.archive.append((offset, raw))
-            changed |= step.changed
-            batch.escalations.extend(step.escalations)
-            if isinstance(rec, EventRecord) and ce is not None:
-                self._record_event(batch, result, offset, rec, ce, step)
-            result.applied += 1
-        batch.states = [self.fold.states[sid] for sid in sorted(changed)]
-        last_offset = decoded[-1][0]
+        escalations = batch.escalations
+        for (offset, _raw), (rec, type_) in zip(todo, decoded, strict=True):
+            step = fold.apply(rec)
+            if step.changed:
+                changed |= step.changed
+            if step.escalations:
+                escalations.extend(step.escalations)
+            if type_ is not None:
+                self._record_event(batch, result, offset, rec, type_, step)
+        result.applied = len(todo)
+        states = fold.states
+        batch.states = [states[sid] for sid in sorted(changed)]
         batch.checkpoint = Checkpoint(
             partition=self.partition,
-            next_offset=last_offset + 1,
-            clock=self.fold.clock,
+            next_offset=todo[-1][0] + 1,
+            clock=fold.clock,
             head_hash=self.checkpoint.head_hash,  # the store continues the chain from here
         )
-        self.store.write(batch)
-        self.checkpoint = self.store.load_checkpoint(self.partition)
-        result.escalations = batch.escalations
-        result.clock = self.fold.clock
+        self.checkpoint = self.store.write(batch)
+        result.escalations = escalations
+        result.clock = fold.clock
         return result
 
     def _record_event(
@@ -121,10 +117,11 @@ class Projector:
         batch: BatchWrite,
         result: BatchResult,
         offset: int,
-        rec: EventRecord,
-        ce: dict[str, Any],
+        rec: EventRecord | TickRecord,
+        type_: str,
         step: Step,
     ) -> None:
+        assert isinstance(rec, EventRecord)  # only event records carry a CloudEvent
         event = rec.event
         if step.duplicate:
             result.duplicates += 1
@@ -132,15 +129,15 @@ class Projector:
         at = step.at or rec.at
         batch.applied.append(
             AppliedEvent(
-                key=event.key,
-                offset=offset,
-                submission_id=event.submission_id,
-                type=ce["type"],
-                time=event.time,
-                at=at,
-                late=rec.late,
-                effective=step.effective,
-                note=step.note,
+                event.key,
+                offset,
+                event.submission_id,
+                type_,
+                event.time,
+                at,
+                rec.late,
+                step.effective,
+                step.note,
             )
         )
         if step.stance_change is not None:
@@ -148,23 +145,28 @@ class Projector:
             batch.stances.append((sid, voter, stance, at))
         if isinstance(event, ResponsePosted):
             batch.responses.append((event, at, step.effective))
+        rating = event.rating if isinstance(event, SatisfactionRated) and step.effective else None
+        if step.first_response_hours is None and step.resolution_hours is None and rating is None:
+            return  # most events: no figure to report
         state = self.fold.states.get(event.submission_id)
         if state is not None:
             if step.first_response_hours is not None:
                 result.first_response_hours.append((state.kind, step.first_response_hours))
             if step.resolution_hours is not None:
                 result.resolution_hours.append((state.kind, step.resolution_hours))
-            if ce["type"] == "sada.satisfaction.rated" and step.effective:
-                result.satisfaction.append((state.unit_id, int(ce["data"]["rating"])))
+            if rating is not None:
+                result.satisfaction.append((state.unit_id, rating))
 
-    def _prefetch(self, records: Iterable[EventRecord | TickRecord]) -> None:
+    def _prefetch(self, decoded: Iterable[tuple[EventRecord | TickRecord, str | None]]) -> None:
         pairs: set[tuple[str, str]] = set()
         keys: set[str] = set()
-        for rec in records:
+        for rec, _type in decoded:
             if isinstance(rec, EventRecord):
-                keys.add(rec.event.key)
-                if isinstance(rec.event, VoteCast | VoteRetracted):
-                    pairs.add((rec.event.submission_id, rec.event.voter_id))
+                event = rec.event
+                keys.add(event.key)
+                if isinstance(event, VoteCast | VoteRetracted):
+                    pairs.add((event.submission_id, event.voter_id))
         known = self.store.stances(pairs)
         self._stances.data = {p: known.get(p) for p in pairs}
-        self._ledger.keys = self.store.seen(keys)
+        self._ledger.clear()
+        self._ledger.update(self.store.seen(keys))

@@ -8,6 +8,7 @@ row for row; :func:`compare` lists every difference.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +37,7 @@ def replay(
     store: ProjectionStore,
     *,
     as_of: datetime | None = None,
-    batch_size: int = 2000,
+    batch_size: int = 20000,
     on_progress: Callable[[int], None] | None = None,
 ) -> ReplayStats:
     """Fold ``records`` (grouped by partition, in offset order) into ``store``.
@@ -44,6 +45,14 @@ def replay(
     With ``as_of``, each partition stops before its first record effective
     after that instant, and a final tick at ``as_of`` fires the deadlines
     that had passed by then.
+
+    ``store`` is a replay target: it is written inside its ``rebuilding``
+    block (see :meth:`~sada.pipeline.ports.ProjectionStore.rebuilding`), so a
+    replay that stops half-way (crash, error) leaves a store to rebuild, not to
+    resume; what this returns is durable. The cyclic garbage collector is
+    paused meanwhile: replay allocates millions of short-lived objects that form
+    no cycles, and the collector's passes over the growing fold took 15 to 30%
+    of the run.
     """
     stats = ReplayStats()
     projectors: dict[int, Projector] = {}
@@ -58,33 +67,47 @@ def replay(
             if on_progress:
                 on_progress(len(batch))
 
-    for partition, offset, raw in records:
-        if partition in stopped:
-            continue
-        if partition not in projectors:
-            projectors[partition] = Projector(rules, store, partition)
-        if as_of is not None and decode(raw)[0].at > as_of:
-            stopped.add(partition)
-            continue
-        batch = pending.setdefault(partition, [])
-        batch.append((offset, raw))
-        stats.records += 1
-        if len(batch) >= batch_size:
-            flush(partition)
-    for partition in list(pending):
-        flush(partition)
-    if as_of is not None:
-        for projector in projectors.values():
-            result = projector.apply_batch([(projector.next_offset, encode_tick(as_of))])
-            stats.escalations += len(result.escalations)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with store.rebuilding():
+            current: int | None = None
+            for partition, offset, raw in records:
+                if partition != current:
+                    # Grouped by partition: the one before is complete, apply its rest now.
+                    if current is not None:
+                        flush(current)
+                    current = partition
+                if partition in stopped:
+                    continue
+                if partition not in projectors:
+                    projectors[partition] = Projector(rules, store, partition)
+                if as_of is not None and decode(raw)[0].at > as_of:
+                    stopped.add(partition)
+                    continue
+                batch = pending.setdefault(partition, [])
+                batch.append((offset, raw))
+                stats.records += 1
+                if len(batch) >= batch_size:
+                    flush(partition)
+            for partition in list(pending):
+                flush(partition)
+            if as_of is not None:
+                for projector in projectors.values():
+                    result = projector.apply_batch([(projector.next_offset, encode_tick(as_of))])
+                    stats.escalations += len(result.escalations)
+    finally:
+        if collecting:
+            gc.enable()
     stats.partitions = len(projectors)
     stats.stopped_at = {p: pr.next_offset for p, pr in projectors.items()}
     return stats
 
 
 def archive_records(store: Any) -> Iterator[Record]:
-    for row in store.iter_archive():
-        yield row.partition, row.offset, row.record
+    """Every archived record of ``store`` (a SQL store), grouped by partition in offset order."""
+    records: Iterator[Record] = store.iter_records()
+    return records
 
 
 def log_records(bootstrap: str) -> list[Record]:

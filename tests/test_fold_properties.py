@@ -307,6 +307,41 @@ def test_fold_agrees_with_the_reference_model(history: History) -> None:
         assert [_as_model(e) for e in escalations[sid]] == want.escalations, sid
 
 
+def test_moved_deadlines_do_not_pile_up_and_still_fire_as_the_model_says() -> None:
+    """Acknowledgements and referrals move every submission's deadlines, twice.
+
+    Each move leaves the deadline index an entry that can no longer fire; the
+    index must still hold about one entry per submission with a running clock,
+    and every escalation must come out as the reference model has it.
+    """
+    n = 150
+    submissions = [(KINDS[i % len(KINDS)], UNITS[i % len(UNITS)]) for i in range(n)]
+    created = [(1, i, ("tick",), 0) for i in range(n)]  # a step at a new submission creates it
+    acknowledged = [
+        (2, i, ("respond", True, UNITS[0], "acknowledgement", UNITS[0]), 0) for i in range(n)
+    ]
+    referred = [
+        (3, i, ("respond", True, UNITS[0], "referral", UNITS[(i + 1) % len(UNITS)]), 0)
+        for i in range(n)
+    ]
+    history = materialize(EPOCH, submissions, created + acknowledged + referred, 80 * 1440)
+
+    fold = PartitionFold(RULES, DictStances(), set[str]())
+    escalations: dict[str, list[Escalated]] = defaultdict(list)
+    largest = 0
+    for raw in history.log:
+        for esc in fold.apply(decode(raw)[0]).escalations:
+            escalations[esc.submission_id].append(esc)
+        largest = max(largest, fold.deadline_entries())
+    # Without dropping stale entries the index would reach three per submission.
+    assert largest <= n + n // 4 + 64
+    assert set(fold.states) == set(history.expected)
+    for sid, want in history.expected.items():
+        assert _summary(fold.states[sid]) == _expected_summary(want), sid
+        assert [_as_model(e) for e in escalations[sid]] == want.escalations, sid
+    assert sum(len(e) for e in escalations.values()) > 0
+
+
 # -- (b), (c) exactly-once delivery to the projector ----------------------------------------------
 
 

@@ -121,8 +121,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _sqlite_pragma(conn: Connection, pragma: str) -> int | None:
-    """Run ``PRAGMA pragma`` on the driver's connection; its first value if it is a number.
+def _sqlite_pragma(conn: Connection, pragma: str) -> Any:
+    """Run ``PRAGMA pragma`` on the driver's connection; the first value it returns, if any.
 
     Straight to the driver: through SQLAlchemy the statement would open a
     transaction first, and some pragmas cannot change inside one.
@@ -134,11 +134,11 @@ def _sqlite_pragma(conn: Connection, pragma: str) -> int | None:
         row = cursor.execute(f"PRAGMA {pragma}").fetchone()
     finally:
         cursor.close()
-    return row[0] if row is not None and isinstance(row[0], int) else None
+    return None if row is None else row[0]
 
 
-def _sqlite_journal_mode(conn: Connection, mode: str) -> None:
-    """Switch the journal mode if no other connection has the file open, else leave it.
+def _sqlite_journal_mode(conn: Connection, mode: str) -> str:
+    """Switch the journal mode if no other connection has the file open; the mode now.
 
     Leaving WAL mode, or entering it, needs the file to itself: with another
     connection open the switch fails at once (no busy wait) and nothing changes.
@@ -150,6 +150,7 @@ def _sqlite_journal_mode(conn: Connection, mode: str) -> None:
         pass
     finally:
         _sqlite_pragma(conn, f"busy_timeout={_BUSY_TIMEOUT_MS}")
+    return str(_sqlite_pragma(conn, "journal_mode")).lower()
 
 
 def _sqlite_sync(conn: Connection) -> None:
@@ -647,10 +648,10 @@ class SqlStore:
         except SQLAlchemyError as e:
             raise StoreError(f"opening the store for a rebuild failed: {_describe(e)}") from e
         rebuild = _Rebuild(conn, threading.get_ident())
-        sqlite_ = self.dialect == "sqlite"
+        sqlite_ = self.dialect == "sqlite" and not self.in_memory  # a file to tune
         try:
             if sqlite_:
-                rebuild.cache_size = _sqlite_pragma(conn, "cache_size")
+                rebuild.cache_size = int(_sqlite_pragma(conn, "cache_size"))
                 _sqlite_pragma(conn, f"cache_size=-{_REBUILD_CACHE_KIB}")
                 _sqlite_pragma(conn, "synchronous=OFF")
                 _sqlite_journal_mode(conn, "MEMORY")  # stays WAL if shared: just slower
@@ -670,12 +671,13 @@ class SqlStore:
                 if sqlite_ and not conn.closed and not conn.invalidated:
                     if conn.in_transaction():
                         conn.rollback()
-                    # If another connection came meanwhile, it set WAL mode when it opened.
-                    _sqlite_journal_mode(conn, "WAL")
-                    _sqlite_pragma(conn, "synchronous=NORMAL")
-                    if rebuild.cache_size is not None:
-                        _sqlite_pragma(conn, f"cache_size={rebuild.cache_size}")
+                    wal = _sqlite_journal_mode(conn, "WAL") == "wal"
                     _sqlite_sync(conn)  # what was written unsynced is durable from here
+                    if wal:
+                        _sqlite_pragma(conn, "synchronous=NORMAL")
+                        _sqlite_pragma(conn, f"cache_size={rebuild.cache_size}")
+                    else:  # another connection came meanwhile: this one is not for reuse
+                        conn.invalidate()
             finally:
                 conn.close()
 

@@ -72,6 +72,7 @@ class ProjectorStage(KafkaStage):
         self._outbox_dirty = True
 
     async def start(self) -> None:
+        self.store.checkpoint_in_background()  # its commits are on the escalation path
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
         await self._producer.start()
         consumer = AIOKafkaConsumer(

@@ -970,3 +970,43 @@ def test_verify_checks_each_partition_from_genesis() -> None:
     assert verify(a + b, heads={0: a[0].hash, 1: b[0].hash}).ok
     cut = verify(a[:1] + b, heads={0: a[1].hash})
     assert cut.first_bad is not None and cut.first_bad[:2] == (0, 0)
+
+
+def test_background_checkpoints_move_the_writes_into_the_database_file(tmp_path: Path) -> None:
+    """The projector's store checkpoints its WAL off the commits; the writes still reach the file.
+
+    A reader that ignores the WAL (``immutable=1``) sees only what a checkpoint
+    has copied into the database file. These writes are far below SQLite's
+    automatic threshold, so without the background checkpointer they would stay
+    in the WAL.
+    """
+    import sqlite3
+    import time
+
+    path = tmp_path / "sada.db"
+    store = SqlStore(f"sqlite:///{path}")
+    try:
+        store.migrate()
+        store.checkpoint_in_background(interval=0.05)
+        h = history(3)
+        write_all(store, h.batches)
+
+        def archived_in_file() -> int:
+            conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+            try:
+                return int(conn.execute("SELECT count(*) FROM archive").fetchone()[0])
+            except sqlite3.DatabaseError:
+                return 0  # the file does not hold the table yet
+            finally:
+                conn.close()
+
+        expected = sum(len(b.archive) for b in h.batches)
+        deadline = time.monotonic() + 20
+        while archived_in_file() != expected:
+            assert time.monotonic() < deadline, "the writes never reached the database file"
+            time.sleep(0.05)
+        assert [r.offset for r in store.iter_archive(3)] == [
+            offset for b in h.batches for offset, _ in b.archive
+        ]
+    finally:
+        store.close()

@@ -49,15 +49,26 @@ def require_bootstrap(
     return settings.kafka_bootstrap
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+def whole_number(text: str, minimum: int = 1) -> int:
+    """An argparse type: a whole number of at least ``minimum``."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    if value < minimum:
+        bound = "0 or more" if minimum == 0 else f"at least {minimum}"
+        raise argparse.ArgumentTypeError(f"must be {bound}: {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return whole_number(text, 1)
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    return whole_number(text, 0)
 
 
 def positive_float(text: str) -> float:

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from sada.commands.common import (
     add_bootstrap_argument,
+    count,
     positive_float,
     require_bootstrap,
     resolve_config,
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument(
         "--submissions",
-        type=_count,
+        type=count,
         default=200,
         metavar="N",
         help="submissions to create (default 200)",
@@ -266,13 +267,3 @@ def _silence_stdout(stdout: TextIO) -> None:
 
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), sys.stdout.fileno())
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value

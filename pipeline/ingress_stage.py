@@ -35,6 +35,7 @@ from sada.pipeline.ingress import (
     Release,
 )
 from sada.pipeline.logcodec import decode as decode_log
+from sada.pipeline.record_batches import RecordBatches
 from sada.pipeline.stage import FETCH_MAX_WAIT_MS, KafkaStage
 from sada.settings import Settings
 
@@ -237,27 +238,17 @@ class IngressStage(KafkaStage):
     async def _carry_out(self, outputs: list[Output]) -> None:
         """Write the outputs; count them, and settle their inputs, once the broker has them.
 
-        Log records go out as one record batch per log partition: building the
-        batch directly costs a fraction of a ``send`` per record, which was the
-        largest cost of the stage after validation. Order within a partition is
-        the order of ``outputs``.
+        Log records go out as record batches (:mod:`~sada.pipeline.record_batches`),
+        in the order of ``outputs`` within each partition.
         """
         assert self._producer is not None
         producer = self._producer
         futures: list[Awaitable[Any]] = []
-        builders: dict[int, Any] = {}
+        log_records = RecordBatches(producer, topics.LOG)
         for out in outputs:
             if isinstance(out, Release):
                 key = out.key.encode() if out.key else None
-                builder = builders.get(out.log_partition)
-                if builder is None:
-                    builder = builders[out.log_partition] = producer.create_batch()
-                if builder.append(key=key, value=out.value, timestamp=None) is None:
-                    futures.append(
-                        await producer.send_batch(builder, topics.LOG, partition=out.log_partition)
-                    )
-                    builder = builders[out.log_partition] = producer.create_batch()
-                    builder.append(key=key, value=out.value, timestamp=None)
+                await log_records.add(out.log_partition, key, out.value)
             elif isinstance(out, Reject):
                 msg = out.message
                 headers = [
@@ -270,9 +261,7 @@ class IngressStage(KafkaStage):
                 futures.append(
                     await producer.send(topics.DLQ, value=msg.value, key=msg.key, headers=headers)
                 )
-        for partition, builder in builders.items():
-            if builder.record_count():
-                futures.append(await producer.send_batch(builder, topics.LOG, partition=partition))
+        futures.extend(await log_records.send())
         if futures:
             await asyncio.gather(*futures)
         self._count(outputs)

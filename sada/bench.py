@@ -1220,21 +1220,13 @@ async def _raw_rates(bootstrap: str, records: Sequence[Record], partitions: int)
 async def _send_batches(
     producer: Any, records: Sequence[Record], topic: str, partitions: int
 ) -> None:
-    """Produce ``records`` as record batches, one open batch per partition."""
-    futures = []
-    builders: dict[int, Any] = {}
+    """Produce ``records`` as record batches, as ingress writes the log."""
+    from sada.pipeline.record_batches import RecordBatches
+
+    batches = RecordBatches(producer, topic)
     for i, (_topic, key, value) in enumerate(records):
-        partition = i % partitions
-        builder = builders.get(partition)
-        if builder is None:
-            builder = builders[partition] = producer.create_batch()
-        if builder.append(key=key, value=value, timestamp=None) is None:
-            futures.append(await producer.send_batch(builder, topic, partition=partition))
-            builder = builders[partition] = producer.create_batch()
-            builder.append(key=key, value=value, timestamp=None)
-    for partition, builder in builders.items():
-        futures.append(await producer.send_batch(builder, topic, partition=partition))
-    await asyncio.gather(*futures)
+        await batches.add(i % partitions, key, value)
+    await asyncio.gather(*await batches.send())
 
 
 async def _consume_all(bootstrap: str, topic: str) -> tuple[int, float]:

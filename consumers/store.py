@@ -110,16 +110,14 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(
-            f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}"
-        )  # first: switching to WAL may wait
+        # First: switching to WAL may wait.
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=OFF")
-        # Checkpoint the WAL every 64 MiB rather than every 4 MiB: each checkpoint
-        # syncs, and with projector batches of megabytes that sync was paid on
-        # almost every commit. The WAL is truncated back to that size afterwards.
-        cursor.execute("PRAGMA wal_autocheckpoint=16384")
+        # The projector, the one heavy writer, checkpoints from a thread of its own
+        # (SqlStore.checkpoint_in_background); other writers keep SQLite's automatic
+        # checkpoint. After a burst the WAL is truncated back to 64 MiB.
         cursor.execute("PRAGMA journal_size_limit=67108864")
     finally:
         cursor.close()

@@ -130,18 +130,22 @@ class ProjectorProcess:
         conn = self._conn
         assert conn is not None
         deadline = None if timeout is None else time.monotonic() + timeout
-        # Short polls, so that no thread stays blocked on the pipe after the loop ends.
-        while not await asyncio.to_thread(conn.poll, 0.5):
+        while True:
+            try:
+                # Short polls, so that no thread stays blocked on the pipe after the loop ends.
+                message = await asyncio.to_thread(_next_message, conn, 0.5)
+            except (EOFError, OSError) as e:
+                raise SadaError(f"the projector process exited ({self._exit_code()})") from e
+            if message is not None:
+                return message
             if deadline is not None and time.monotonic() > deadline:
                 raise SadaError(f"the projector process said nothing for {timeout:g} s")
-            if self._process is not None and not self._process.is_alive() and not conn.poll():
-                code = self._process.exitcode
-                raise SadaError(f"the projector process exited (exit code {code})")
-        try:
-            return await asyncio.to_thread(conn.recv)
-        except (EOFError, OSError) as e:
-            code = self._process.exitcode if self._process is not None else None
-            raise SadaError(f"the projector process exited (exit code {code})") from e
+            if self._process is not None and not self._process.is_alive():
+                raise SadaError(f"the projector process exited ({self._exit_code()})")
+
+    def _exit_code(self) -> str:
+        code = self._process.exitcode if self._process is not None else None
+        return f"exit code {code}"
 
     def _take_report(self, payload: dict[str, Any]) -> None:
         self.stats = ProjectorStats(**payload["stats"])
@@ -184,6 +188,11 @@ class ProjectorProcess:
             await asyncio.to_thread(process.join, 5)
         if self._conn is not None:
             self._conn.close()
+
+
+def _next_message(conn: Connection, wait: float) -> tuple[str, Any] | None:
+    """The next message within ``wait`` seconds, else None: one trip to a thread for both."""
+    return conn.recv() if conn.poll(wait) else None
 
 
 # -- the child ------------------------------------------------------------------------------
@@ -253,7 +262,7 @@ async def _commands(conn: Connection, stage: ProjectorStage) -> None:
 
             sizes = fold_state(p.fold for p in stage.projectors.values())
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            conn.send(("measured", {**sizes, "peak_rss_bytes": peak, "at": time.time()}))
+            conn.send(("measured", {**sizes, "peak_rss_bytes": peak}))
 
 
 async def _tick(report: Any) -> None:

@@ -64,7 +64,6 @@ class ProjectorStage(KafkaStage):
         self.metrics = metrics
         self.stats = ProjectorStats()
         self.projectors: dict[int, Projector] = {}
-        self.ends: dict[int, int] = {}
         # Called after every applied fetch (the projector process reports to its parent).
         self.on_batch: Callable[[], Awaitable[None]] | None = None
         # Whether the outbox may hold unpublished escalations: asking the store after

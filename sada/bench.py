@@ -673,7 +673,6 @@ async def _memory(worker: Worker) -> dict[str, Any]:
     if isinstance(projector, ProjectorProcess):
         measured = await projector.measure()
         projector_peak = measured.pop("peak_rss_bytes")
-        measured.pop("at", None)
     else:
         measured = fold_state(p.fold for p in projector.projectors.values())
         projector_peak = 0
@@ -847,8 +846,8 @@ class _Scratch:
         self._dir: Path | None = None
         self._memory = False
         self._pg: URL | None = None
-        self._stores: dict[int, tuple[SqlStore, str | None]] = {}  # id -> (store, schema)
-        self._urls: dict[int, str] = {}  # id -> URL with its password (for a second process)
+        # id -> (store, its scratch schema, its URL with the password, for a second process)
+        self._stores: dict[int, tuple[SqlStore, str | None, str]] = {}
         self._token = uuid.uuid4().hex[:8]
         if database is None:
             self._dir = Path(tempfile.mkdtemp(prefix="sada-bench-"))
@@ -881,7 +880,7 @@ class _Scratch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for store, _schema in list(self._stores.values()):
+        for store, _schema, _url in list(self._stores.values()):
             self.drop(store)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -916,20 +915,19 @@ class _Scratch:
             )
         store = SqlStore(url)
         store.migrate()
-        self._stores[id(store)] = (store, schema)
-        self._urls[id(store)] = url
+        self._stores[id(store)] = (store, schema, url)
         return store
 
     def url_for(self, store: SqlStore) -> str | None:
         """The URL another process opens ``store`` with; None for in-memory SQLite."""
-        return None if self._memory else self._urls.get(id(store))
+        entry = self._stores.get(id(store))
+        return None if self._memory or entry is None else entry[2]
 
     def drop(self, store: SqlStore) -> None:
         """Close ``store`` and remove its file or schema."""
         from sqlalchemy import create_engine, text
 
         entry = self._stores.pop(id(store), None)
-        self._urls.pop(id(store), None)
         store.close()
         if entry is None:
             return

@@ -13,8 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SADA_DATA_DIR=/var/lib/sada
 
 WORKDIR /src
-# sada/pipeline, sada/consumers, sada/producers and sada/schemas are symlinks
-# to the top-level directories, so those are copied beside the package.
+# pipeline/, consumers/, producers/ and schemas/ are subpackages of `sada`
+# (pyproject.toml maps them), so they are copied beside it.
 COPY pyproject.toml README.md ./
 COPY sada/ sada/
 COPY pipeline/ pipeline/

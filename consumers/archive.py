@@ -7,7 +7,7 @@ a partition links to :data:`GENESIS_HASH`; each record's hash is::
 
 in bytes: ``prev_hash`` as its 64 lowercase hex ASCII characters, partition
 and offset as ASCII decimal integers, ``record`` as the exact record bytes of
-the log (:mod:`sada.pipeline.logcodec`), and the result written as 64
+the log (:mod:`sada.pipeline.domain.logcodec`), and the result written as 64
 lowercase hex characters. Binding partition and offset into the hash means a
 record cannot be moved without breaking the chain.
 
@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sada.pipeline.ports import GENESIS_HASH
+from sada.pipeline.domain.ports import GENESIS_HASH
 
 __all__ = ["GENESIS_HASH", "ArchiveRow", "VerifyReport", "chain_hash", "verify"]
 

@@ -30,11 +30,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sada.config import KINDS, Config
 from sada.consumers.snapshot import unit_ranking
 from sada.consumers.store import SqlStore
-from sada.pipeline.calendar import to_jalali
-from sada.pipeline.rules import Rules
+from sada.pipeline.domain.calendar import to_jalali
+from sada.pipeline.domain.config import KINDS, Config
+from sada.pipeline.domain.rules import Rules
 
 REFRESH_SECONDS = 5
 RANKING_TTL_SECONDS = 15.0

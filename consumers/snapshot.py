@@ -33,15 +33,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sada import topics
 from sada.consumers.store import SqlStore
-from sada.metrics import Snapshot
-from sada.pipeline.rules import BusinessClock, Rules
-
-if TYPE_CHECKING:
-    from sada.pipeline.worker import Worker
+from sada.infra import topics
+from sada.infra.metrics import Snapshot
+from sada.pipeline.domain.config import Config
+from sada.pipeline.domain.ports import PipelineView
+from sada.pipeline.domain.rules import BusinessClock, Rules
 
 AT_RISK_FRACTION = 0.8
 STATUSES = ("on_time", "at_risk", "overdue")
@@ -145,7 +144,7 @@ def build_snapshot(
 
 
 class SnapshotSource:
-    """A :data:`~sada.metrics.SnapshotSource` that reads the store at most once per ``ttl``.
+    """A :data:`~sada.infra.metrics.SnapshotSource` that reads the store at most once per ``ttl``.
 
     Safe to call from several threads (each scrape runs in one); concurrent
     callers share one read. A failed read is not cached: it raises, and the
@@ -197,8 +196,8 @@ class _ProjectorLag:
     when the loop cannot answer, the last value read stands.
     """
 
-    def __init__(self, worker: Worker, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.worker = worker
+    def __init__(self, view: PipelineView, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.view = view
         self.loop = loop
         self.last: dict[tuple[str, str], int] = {}
 
@@ -209,7 +208,7 @@ class _ProjectorLag:
         with contextlib.suppress(RuntimeError):
             if asyncio.get_running_loop() is loop:
                 return self.last
-        future = asyncio.run_coroutine_threadsafe(self.worker.projector.lag(), loop)
+        future = asyncio.run_coroutine_threadsafe(self.view.lag(), loop)
         try:
             behind = future.result(timeout=2)
         except Exception:
@@ -220,7 +219,12 @@ class _ProjectorLag:
 
 
 def snapshot_source(
-    worker: Worker, loop: asyncio.AbstractEventLoop | None = None, *, ttl: float = 2.0
+    store: SqlStore,
+    config: Config,
+    view: PipelineView,
+    loop: asyncio.AbstractEventLoop | None = None,
+    *,
+    ttl: float = 2.0,
 ) -> SnapshotSource:
     """The snapshot source of a running worker: its store, its pipeline clock, its stages.
 
@@ -229,20 +233,9 @@ def snapshot_source(
     while it runs and the worker has no failure (a failure in either stage
     stops ``sada run``).
     """
-    rules = Rules.from_config(worker.config)  # its own calendar: not shared across threads
-
-    def clock() -> datetime | None:
-        return worker.ingress.ingress.clock
-
-    def worker_up() -> dict[str, bool]:
-        healthy = worker.failure is None
-        return {
-            "ingress": healthy and worker.ingress.state == "running",
-            "projector": healthy and worker.projector.state == "running",
-        }
-
+    rules = Rules.from_config(config)  # its own calendar: not shared across threads
     return SnapshotSource(
-        worker.store, rules, clock, _ProjectorLag(worker, loop), worker_up, ttl=ttl
+        store, rules, view.clock, _ProjectorLag(view, loop), view.stages_up, ttl=ttl
     )
 
 

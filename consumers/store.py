@@ -1,6 +1,6 @@
 """The SQL store behind the projector: read model, archive and checkpoints in one database.
 
-:class:`SqlStore` implements :class:`sada.pipeline.ports.ProjectionStore`: a
+:class:`SqlStore` implements :class:`sada.pipeline.domain.ports.ProjectionStore`: a
 projector batch (archive records, ledger entries, states, stances, responses,
 escalations and the partition checkpoint) is written in ONE transaction, so a
 crash leaves either all of it or none. It also answers the read queries of the
@@ -9,7 +9,7 @@ HTTP API and the audit commands.
 SQLite (the embedded default) runs in WAL mode and write transactions take the
 write lock up front (``BEGIN IMMEDIATE``), so several processes can share one
 file without failing on lock upgrades. PostgreSQL is the production database.
-Every SQLAlchemy error leaves as :class:`sada.errors.StoreError`.
+Every SQLAlchemy error leaves as :class:`sada.pipeline.domain.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ from sada.consumers.tables import (
     submissions,
     votes,
 )
-from sada.errors import StoreError
-from sada.pipeline.model import Escalated, Stance, SubmissionState, format_time, utc
-from sada.pipeline.ports import BatchWrite, Checkpoint
+from sada.pipeline.domain.errors import StoreError
+from sada.pipeline.domain.model import Escalated, Stance, SubmissionState, format_time, utc
+from sada.pipeline.domain.ports import BatchWrite, Checkpoint
 
 T = TypeVar("T")
 

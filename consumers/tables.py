@@ -3,7 +3,7 @@
 Core tables rather than ORM classes: the projector writes thousands of rows
 per batch with ``executemany`` and reads them back as plain tuples.
 
-Instants are stored as TEXT in the one spelling of :func:`~sada.pipeline.model.format_time`
+Instants are stored as TEXT in the one spelling of :func:`~sada.pipeline.domain.model.format_time`
 (``2026-01-03T08:00:00.000000Z``): exact to the microsecond on every backend,
 byte-identical between SQLite and PostgreSQL, and, being fixed-width, ordered
 chronologically by plain string comparison.
@@ -30,14 +30,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from sada.pipeline.model import format_time, parse_time
+from sada.pipeline.domain.model import format_time, parse_time
 
 INSTANT_LENGTH = len("2026-01-03T08:00:00.000000Z")
 HASH_LENGTH = 64
 
 
 def instant_text(dt: datetime) -> str:
-    """The stored spelling of an instant: :func:`~sada.pipeline.model.format_time`'s."""
+    """The stored spelling of an instant: :func:`~sada.pipeline.domain.model.format_time`'s."""
     return format_time(dt)
 
 

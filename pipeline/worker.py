@@ -1,26 +1,31 @@
-"""The worker: runs the ingress and projector stages and reports health.
+"""The worker: wires the ingress and projector stages to a store and a broker, and reports health.
 
 The projector runs in a process of its own when the database allows it.
+Readers outside (metrics, dashboard, ``/healthz``) use the small read
+interface :class:`~sada.pipeline.domain.ports.PipelineView` — :meth:`Worker.clock`,
+:meth:`Worker.lag`, :meth:`Worker.stages_up`, :meth:`Worker.health` — never
+the stages themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sada import topics
-from sada.config import Config
 from sada.consumers.store import SqlStore
-from sada.metrics import Metrics
-from sada.pipeline.ingress_stage import IngressStage
-from sada.pipeline.projector_process import ProjectorProcess
-from sada.pipeline.projector_stage import ProjectorStage
-from sada.settings import Settings
+from sada.infra import topics
+from sada.infra.metrics import Metrics
+from sada.infra.settings import Settings
+from sada.pipeline.domain.config import Config
+from sada.pipeline.stages.ingress_stage import IngressStage
+from sada.pipeline.stages.projector_process import ProjectorProcess
+from sada.pipeline.stages.projector_stage import ProjectorStage
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,9 @@ class Worker:
         self.projector: ProjectorStage | ProjectorProcess = (
             ProjectorStage(config, store, metrics, bootstrap)
             if projector_url is None
-            else ProjectorProcess(config, projector_url, metrics, bootstrap)
+            else ProjectorProcess(
+                config, functools.partial(SqlStore, projector_url), metrics, bootstrap
+            )
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: str | None = None
@@ -97,8 +104,21 @@ class Worker:
             and not any(t.done() for t in self._tasks)
         )
 
+    def clock(self) -> datetime | None:
+        return self.ingress.ingress.clock
+
+    async def lag(self) -> int:
+        return await self.projector.lag()
+
+    def stages_up(self) -> dict[str, bool]:
+        healthy = self.failure is None
+        return {
+            "ingress": healthy and self.ingress.state == "running",
+            "projector": healthy and self.projector.state == "running",
+        }
+
     async def health(self) -> dict[str, Any]:
-        clock = self.ingress.ingress.clock
+        clock = self.clock()
         return {
             "status": "ok" if self.ok else "failing",
             "failure": self.failure,
@@ -119,7 +139,7 @@ class Worker:
                     "applied": self.projector.stats.applied,
                     "escalations": self.projector.stats.escalations,
                     "published": self.projector.stats.published,
-                    "lag": await self.projector.lag(),
+                    "lag": await self.lag(),
                 },
             },
             "clock": clock.astimezone(UTC).isoformat() if clock else None,

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sada import contracts
-from sada.pipeline.model import SUBMISSION_CREATED, format_time
-from sada.tracking import new_tracking_code
+from sada.infra import contracts
+from sada.pipeline.domain.model import SUBMISSION_CREATED, format_time
+from sada.pipeline.domain.tracking import new_tracking_code
 
 
 def build_event(

@@ -50,14 +50,14 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiokafka import AIOKafkaProducer
 
-from sada import contracts, topics
-from sada.config import Config, Integrator
-from sada.errors import EventRejectedError
-from sada.pipeline.ingress import check_references
+from sada.infra import contracts, topics
+from sada.infra.settings import Settings
+from sada.pipeline.domain.config import Config, Integrator
+from sada.pipeline.domain.errors import EventRejectedError
+from sada.pipeline.domain.ingress import check_references
+from sada.pipeline.domain.reasons import Reason
 from sada.producers.privacy import Pseudonymizer
 from sada.producers.sdk import encode_event
-from sada.reasons import Reason
-from sada.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -476,7 +476,7 @@ class Gateway:
 
 
 def routes(settings: Settings, config: Config, bootstrap: str) -> Callable[[web.Application], None]:
-    """The installer of ``POST /api/v1/events`` for :func:`sada.http.build_app`.
+    """The installer of ``POST /api/v1/events`` for :func:`sada.infra.http.build_app`.
 
     The Kafka producer starts with the first request that has something to
     publish, on the application's event loop, and stops on the application's

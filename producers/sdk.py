@@ -30,9 +30,9 @@ import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from sada import contracts, topics
-from sada.errors import BrokerError, EventRejectedError, SadaError
-from sada.pipeline.model import (
+from sada.infra import contracts, topics
+from sada.pipeline.domain.errors import BrokerError, EventRejectedError, SadaError
+from sada.pipeline.domain.model import (
     RESPONSE_POSTED,
     SATISFACTION_RATED,
     SUBMISSION_CREATED,
@@ -41,10 +41,10 @@ from sada.pipeline.model import (
     VOTE_RETRACTED,
     format_time,
 )
+from sada.pipeline.domain.reasons import Reason
+from sada.pipeline.domain.tracking import new_tracking_code
 from sada.producers.events import build_event, topic_for
 from sada.producers.privacy import Pseudonymizer
-from sada.reasons import Reason
-from sada.tracking import new_tracking_code
 
 DEFAULT_LINGER_MS = 5
 
@@ -152,9 +152,9 @@ class SadaProducer:
     def publish(self, event: Mapping[str, Any]) -> None:
         """Validate ``event`` and send it to the input topic of its type.
 
-        Raises :class:`~sada.errors.EventRejectedError` (nothing is sent) if
+        Raises :class:`~sada.pipeline.domain.errors.EventRejectedError` (nothing is sent) if
         the event breaks the contract or, encoded, exceeds ``max_event_bytes``;
-        :class:`~sada.errors.BrokerError` if Kafka cannot take it.
+        :class:`~sada.pipeline.domain.errors.BrokerError` if Kafka cannot take it.
         """
         self._send(event)
 
@@ -166,7 +166,7 @@ class SadaProducer:
         """Wait until every event sent so far is acknowledged or has failed.
 
         Raises :class:`DeliveryError` if any event sent since the previous
-        flush was not delivered, :class:`~sada.errors.BrokerError` on timeout.
+        flush was not delivered, :class:`~sada.pipeline.domain.errors.BrokerError` on timeout.
         """
         try:
             self._producer.flush(timeout)

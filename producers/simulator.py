@@ -43,12 +43,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sada.config import Config, Unit
-from sada.errors import SadaError
-from sada.pipeline import decide
-from sada.pipeline.calendar import BusinessCalendar
-from sada.pipeline.logcodec import dumps, to_domain
-from sada.pipeline.model import (
+from sada.infra.settings import Settings
+from sada.pipeline.domain import decide
+from sada.pipeline.domain.calendar import BusinessCalendar
+from sada.pipeline.domain.config import Config, Unit
+from sada.pipeline.domain.errors import SadaError
+from sada.pipeline.domain.logcodec import dumps, to_domain
+from sada.pipeline.domain.model import (
     RESPONSE_POSTED,
     SATISFACTION_RATED,
     SUBMISSION_CREATED,
@@ -57,11 +58,10 @@ from sada.pipeline.model import (
     VOTE_RETRACTED,
     SubmissionState,
 )
-from sada.pipeline.rules import Rules
+from sada.pipeline.domain.rules import Rules
+from sada.pipeline.domain.tracking import new_tracking_code
 from sada.producers.events import build_event, topic_for
 from sada.producers.texts import Composed, TextBank, text_bank
-from sada.settings import Settings
-from sada.tracking import new_tracking_code
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ the value types they share. ``examples/`` holds whole events that are valid,
 or invalid for the reason their file name gives
 (``<type>.invalid.<reason>.<what>.json``).
 
-:mod:`sada.contracts` loads and applies these files. Outside tools can use
+:mod:`sada.infra.contracts` loads and applies these files. Outside tools can use
 them as they are, with one addition: the ``sada-tracking-code`` format (the
-last digit is the Damm check digit of the others, see :mod:`sada.tracking`)
+last digit is the Damm check digit of the others, see :mod:`sada.pipeline.domain.tracking`)
 must be registered with their validator, or wrong check digits pass.
 """

@@ -4,7 +4,7 @@
   Tansu broker started for the whole test session and stopped at its end.
   Tansu keeps everything in memory and is shared by every test that asks for
   it, so tests use topic names, keys or consumer groups of their own (or the
-  Sada topics through idempotent :func:`sada.topics.ensure_topics`) and never
+  Sada topics through idempotent :func:`sada.infra.topics.ensure_topics`) and never
   assume a topic is empty unless they created it. Its log is written to the
   session's temporary directory, under ``tansu/``.
 - ``free_port``: a TCP port on 127.0.0.1 that is unused when the test starts.
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sada.broker import EmbeddedBroker
-from sada.broker import free_port as _free_port
+from sada.infra.broker import EmbeddedBroker
+from sada.infra.broker import free_port as _free_port
 
 
 @pytest.fixture(scope="session")

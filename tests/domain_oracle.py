@@ -4,7 +4,7 @@ Tests compare the pipeline's decisions with this model. It restates the rules
 of ``domain.md`` directly and shares no code with the decision core: its own
 event types, its own business-time arithmetic (walking the calendar one local
 day at a time) and its own escalation loop (one deadline at a time, earliest
-first). Only ``sada.config`` types are used, to read the organisation's
+first). Only ``sada.pipeline.domain.config`` types are used, to read the organisation's
 calendar, ladder, SLA hours and unit tree.
 
 Instants are timezone-aware datetimes; histories put events on whole minutes.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sada.config import CalendarConfig, Config, SlaHours
+from sada.pipeline.domain.config import CalendarConfig, Config, SlaHours
 
 CLOSING = {"answer", "resolution", "rejection"}
 

@@ -35,14 +35,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from sada import topics
-from sada.broker import free_port as free_port  # re-exported for the tests
-from sada.pipeline.ingress_stage import GROUP as INGRESS_GROUP
-from sada.pipeline.ingress_stage import read_topic_to_end
-from sada.pipeline.logcodec import decode as decode_log
-from sada.pipeline.logcodec import event_key
+from sada.infra import topics
+from sada.infra.broker import free_port as free_port  # re-exported for the tests
+from sada.pipeline.domain.logcodec import decode as decode_log
+from sada.pipeline.domain.logcodec import event_key
+from sada.pipeline.domain.tracking import new_tracking_code
+from sada.pipeline.stages.ingress_stage import GROUP as INGRESS_GROUP
+from sada.pipeline.stages.ingress_stage import read_topic_to_end
 from sada.producers.events import build_event
-from sada.tracking import new_tracking_code
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sada import cli
+from sada.app import cli
 
 # Measured at every workload size.
 PER_SIZE = {

@@ -25,13 +25,13 @@ import pytest
 from confluent_kafka import Producer as ConfluentProducer
 from kafka import KafkaAdminClient, KafkaProducer
 
-from sada.broker import EmbeddedBroker, broker_answers, port_is_free
-from sada.errors import BrokerError
-from sada.topics import DLQ, TOPICS, ensure_topics, murmur2, partition_for
+from sada.infra.broker import EmbeddedBroker, broker_answers, port_is_free
+from sada.infra.topics import DLQ, TOPICS, ensure_topics, murmur2, partition_for
+from sada.pipeline.domain.errors import BrokerError
 
 pytestmark = pytest.mark.broker
 
-SADA = [sys.executable, "-m", "sada.cli"]
+SADA = [sys.executable, "-m", "sada.app.cli"]
 SADA_TOPICS = {t.name for t in TOPICS}
 
 
@@ -394,7 +394,10 @@ def test_partition_for_agrees_with_librdkafka_murmur2_producers(broker: str) -> 
 
 def test_partition_for_is_stable_across_processes() -> None:
     # A different hash seed in another interpreter must not move any key.
-    code = f"from sada.topics import partition_for\nprint([partition_for(k, 4) for k in {KEYS!r}])"
+    code = (
+        "from sada.infra.topics import partition_for\n"
+        f"print([partition_for(k, 4) for k in {KEYS!r}])"
+    )
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],

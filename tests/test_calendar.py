@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sada.config import CalendarConfig, parse_config
-from sada.pipeline.calendar import BusinessCalendar, to_jalali
+from sada.pipeline.domain.calendar import BusinessCalendar, to_jalali
+from sada.pipeline.domain.config import CalendarConfig, parse_config
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 BERLIN = ZoneInfo("Europe/Berlin")

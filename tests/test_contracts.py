@@ -26,17 +26,17 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from sada import contracts
-from sada.contracts import (
+from sada.infra import contracts
+from sada.infra.contracts import (
     EVENT_TYPES,
     TOPIC_OF_TYPE,
     decode,
     schema_id,
     validate_event,
 )
-from sada.errors import EventRejectedError
-from sada.reasons import Reason
-from sada.tracking import is_valid_tracking_code
+from sada.pipeline.domain.errors import EventRejectedError
+from sada.pipeline.domain.reasons import Reason
+from sada.pipeline.domain.tracking import is_valid_tracking_code
 
 # The files in the source tree, whichever way the package was installed.
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

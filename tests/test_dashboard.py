@@ -46,19 +46,19 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from sada.broker import free_port
-from sada.config import Config, load_config
 from sada.consumers.snapshot import build_snapshot, unit_ranking
 from sada.consumers.store import SqlStore
-from sada.pipeline.logcodec import encode_event, encode_tick
-from sada.pipeline.model import parse_time
-from sada.pipeline.projector import Projector
-from sada.pipeline.rules import Rules
+from sada.infra.broker import free_port
+from sada.pipeline.domain.config import Config, load_config
+from sada.pipeline.domain.logcodec import encode_event, encode_tick
+from sada.pipeline.domain.model import parse_time
+from sada.pipeline.domain.projector import Projector
+from sada.pipeline.domain.rules import Rules
 from sada.producers.events import build_event, topic_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-SADA = [sys.executable, "-m", "sada.cli"]
+SADA = [sys.executable, "-m", "sada.app.cli"]
 TEHRAN = ZoneInfo("Asia/Tehran")
 SOURCE = "/integrations/portal"
 POSTGRES_URL = os.environ.get(
@@ -855,7 +855,7 @@ def test_dashboard_in_chromium_shows_what_metrics_export(
     dom = browse(tmp_path, f"{sada.url}/dashboard", "--dump-dom", budget_ms=12_000).stdout
     page = numbers(dom)
     assert int(page.refreshes or 0) >= 2, "the page did not refresh itself"
-    m = sada.metrics()
+    m = sada.infra.metrics()
     units = units_in_metrics(m)
     want = expected_numbers(m, units)
 
@@ -916,7 +916,7 @@ def test_dashboard_reads_left_to_right_in_english(
     assert page.root.get("lang") == "en" and page.root.get("dir") == "ltr"
     for words in ("Overdue", "At risk", "Units ranked", "Pipeline clock", "Food Services"):
         assert words in dom
-    m = sada.metrics()
+    m = sada.infra.metrics()
     raw, text_ = page.found["overview:open"]
     assert float(raw) == sum_samples(m, "sada_submissions_open") and text_ == str(int(float(raw)))
     ARTIFACTS.mkdir(exist_ok=True)
@@ -931,7 +931,7 @@ def test_dashboard_reads_left_to_right_in_english(
 def test_dashboard_api_gives_the_same_numbers(live: tuple[LiveSada, Scenario]) -> None:
     sada, _scn = live
     data = sada.get_json("/api/v1/dashboard")
-    m = sada.metrics()
+    m = sada.infra.metrics()
     assert data["overview"]["open"] == sum_samples(m, "sada_submissions_open")
     assert data["overview"]["rejected"] == sum_samples(m, "sada_events_rejected_total") == 1
     assert data["rejected"] == {"unknown_unit": 1}

@@ -12,7 +12,7 @@ Sat 5, Sun 6, ... No holiday falls in December.
 
 The scenarios feed events and ticks to a :class:`PartitionFold` (which keeps
 voters' stances and applies deadlines before each record), or call
-:mod:`sada.pipeline.decide` directly.
+:mod:`sada.pipeline.domain.decide` directly.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sada.config import load_config
-from sada.pipeline import decide
-from sada.pipeline.fold import DictStances, EventRecord, PartitionFold, TickRecord
-from sada.pipeline.model import (
+from sada.pipeline.domain import decide
+from sada.pipeline.domain.config import load_config
+from sada.pipeline.domain.fold import DictStances, EventRecord, PartitionFold, TickRecord
+from sada.pipeline.domain.model import (
     DomainEvent,
     Escalated,
     ResponsePosted,
@@ -39,7 +39,7 @@ from sada.pipeline.model import (
     VoteCast,
     VoteRetracted,
 )
-from sada.pipeline.rules import Rules
+from sada.pipeline.domain.rules import Rules
 
 CONFIG = load_config()
 RULES = Rules.from_config(CONFIG)

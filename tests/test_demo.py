@@ -28,7 +28,7 @@ from e2e_support import (
     wait_for,
 )
 
-from sada import contracts, topics
+from sada.infra import contracts, topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

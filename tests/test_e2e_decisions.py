@@ -59,21 +59,21 @@ from e2e_support import (
     wait_healthy,
 )
 
-from sada import topics
-from sada.broker import free_port
-from sada.config import load_config
+from sada.app.replay import compare, log_records
+from sada.app.replay import replay as replay_records
 from sada.consumers.store import SqlStore
 from sada.consumers.tables import events as events_table
-from sada.pipeline.fold import EventRecord, TickRecord
-from sada.pipeline.ingress_stage import read_topic_to_end
-from sada.pipeline.logcodec import decode as decode_log
-from sada.pipeline.model import format_time
-from sada.pipeline.outbound import escalation_event
-from sada.pipeline.rules import Rules
+from sada.infra import topics
+from sada.infra.broker import free_port
+from sada.pipeline.domain.config import load_config
+from sada.pipeline.domain.fold import EventRecord, TickRecord
+from sada.pipeline.domain.logcodec import decode as decode_log
+from sada.pipeline.domain.model import format_time
+from sada.pipeline.domain.outbound import escalation_event
+from sada.pipeline.domain.rules import Rules
+from sada.pipeline.domain.tracking import new_tracking_code
+from sada.pipeline.stages.ingress_stage import read_topic_to_end
 from sada.producers.events import build_event, topic_for
-from sada.replay import compare, log_records
-from sada.replay import replay as replay_records
-from sada.tracking import new_tracking_code
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -47,9 +47,9 @@ from e2e_support import (
     wait_healthy,
 )
 
-from sada import topics
-from sada.pipeline.logcodec import event_key
-from sada.reasons import Reason
+from sada.infra import topics
+from sada.pipeline.domain.logcodec import event_key
+from sada.pipeline.domain.reasons import Reason
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

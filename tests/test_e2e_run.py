@@ -34,7 +34,7 @@ from e2e_support import (
     wait_healthy,
 )
 
-from sada import topics
+from sada.infra import topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -44,13 +44,13 @@ from domain_oracle import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sada.config import load_config
-from sada.pipeline.fold import DictStances, PartitionFold
-from sada.pipeline.logcodec import decode, encode_event, encode_tick
-from sada.pipeline.memstore import MemoryStore
-from sada.pipeline.model import Escalated, SubmissionState
-from sada.pipeline.projector import Projector
-from sada.pipeline.rules import Rules
+from sada.pipeline.domain.config import load_config
+from sada.pipeline.domain.fold import DictStances, PartitionFold
+from sada.pipeline.domain.logcodec import decode, encode_event, encode_tick
+from sada.pipeline.domain.memstore import MemoryStore
+from sada.pipeline.domain.model import Escalated, SubmissionState
+from sada.pipeline.domain.projector import Projector
+from sada.pipeline.domain.rules import Rules
 
 CONFIG = load_config()
 LADDER = (2, 3, 5)

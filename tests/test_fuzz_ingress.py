@@ -5,7 +5,7 @@ exactly one of: the canonical log (accepted), ``sada.dlq`` (rejected, with a
 reason) or the duplicate count (a redelivery, absorbed); so accepted +
 rejected + duplicates = received. Three doors are fuzzed against it:
 
-- the pure :class:`~sada.pipeline.ingress.Ingress` with Sada's real decoder,
+- the pure :class:`~sada.pipeline.domain.ingress.Ingress` with Sada's real decoder,
   schema validation, topic map and the demo university's units: tens of
   thousands of raw bytes, arbitrary JSON and mutated valid events (fields
   dropped, types swapped, huge strings, wrong topics, Persian and
@@ -57,16 +57,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_gateway import BOT_TYPES, CONFIG, SOURCE, serve
 
-from sada import contracts, topics
-from sada.config import load_config
-from sada.errors import EventRejectedError
-from sada.pipeline.ingress import Absorb, Ingress, InputMessage, Output, Reject, Release
-from sada.pipeline.logcodec import decode as decode_log
-from sada.pipeline.logcodec import event_key
+from sada.infra import contracts, topics
+from sada.pipeline.domain.config import load_config
+from sada.pipeline.domain.errors import EventRejectedError
+from sada.pipeline.domain.ingress import Absorb, Ingress, InputMessage, Output, Reject, Release
+from sada.pipeline.domain.logcodec import decode as decode_log
+from sada.pipeline.domain.logcodec import event_key
+from sada.pipeline.domain.reasons import Reason
+from sada.pipeline.domain.tracking import new_tracking_code
 from sada.producers.events import build_event
 from sada.producers.gateway import MAX_BODY_BYTES, source_allowed
-from sada.reasons import Reason
-from sada.tracking import new_tracking_code
 
 UNITS = sorted(load_config().units)
 PARTITIONS = 4

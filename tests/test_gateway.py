@@ -1,6 +1,6 @@
 """``POST /api/v1/events`` over real HTTP, publishing to the real embedded broker.
 
-The gateway runs in Sada's own aiohttp application (:func:`sada.http.build_app`)
+The gateway runs in Sada's own aiohttp application (:func:`sada.infra.http.build_app`)
 on a free port, in a thread with its own event loop; requests are plain
 ``http.client`` requests, as any integrator's client sends them. What it
 accepts must be on the input topics; what it refuses must not be; every
@@ -33,14 +33,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from sada import contracts, topics
-from sada.config import Config, parse_config
-from sada.http import build_app
+from sada.infra import contracts, topics
+from sada.infra.http import build_app
+from sada.infra.settings import Settings
+from sada.pipeline.domain.config import Config, parse_config
+from sada.pipeline.domain.tracking import new_tracking_code
 from sada.producers.events import build_event
 from sada.producers.gateway import MAX_BATCH, MAX_BODY_BYTES, routes
 from sada.producers.privacy import is_pseudonym
-from sada.settings import Settings
-from sada.tracking import new_tracking_code
 
 pytestmark = pytest.mark.broker
 

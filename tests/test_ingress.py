@@ -5,7 +5,7 @@ The pure :class:`Ingress` is driven with an explicit wall clock ``now``
 here they only parse JSON, since the real contract checks are tested with the
 schemas. The unit tree is the demo university's.
 
-Every released log record is decoded back with :mod:`sada.pipeline.logcodec`,
+Every released log record is decoded back with :mod:`sada.pipeline.domain.logcodec`,
 so the tests look at what the projector will see: which events, in what
 order, at what effective instant, and whether late.
 """
@@ -23,11 +23,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sada.config import load_config
-from sada.pipeline.fold import EventRecord, TickRecord
-from sada.pipeline.ingress import Absorb, Ingress, InputMessage, Output, Reject, Release
-from sada.pipeline.logcodec import decode
-from sada.reasons import Reason
+from sada.pipeline.domain.config import load_config
+from sada.pipeline.domain.fold import EventRecord, TickRecord
+from sada.pipeline.domain.ingress import Absorb, Ingress, InputMessage, Output, Reject, Release
+from sada.pipeline.domain.logcodec import decode
+from sada.pipeline.domain.reasons import Reason
 
 UNITS = sorted(load_config().units)
 DEPT = "univ.fac-medicine.anatomy"

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from sada.metrics import LABELS, METRIC_NAMES, Metrics, Snapshot
-from sada.reasons import Reason
+from sada.infra.metrics import LABELS, METRIC_NAMES, Metrics, Snapshot
+from sada.pipeline.domain.reasons import Reason
 
 # The contract with dashboards and alerts: every family (as named in PromQL)
 # and its label names. A metric added without being listed here fails.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sada.metrics import HISTOGRAMS, LABELS, METRIC_NAMES
+from sada.infra.metrics import HISTOGRAMS, LABELS, METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "ops" / "prometheus"

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from test_dashboard import LiveSada, expected_open, open_by_unit, run_scenario, scenario
 
-from sada.broker import free_port
+from sada.infra.broker import free_port
 
 
 def prometheus_bin() -> str:

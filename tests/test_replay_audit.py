@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from sada.cli import run as cli
-from sada.config import load_config
+from sada.app.cli import run as cli
 from sada.consumers.store import SqlStore
-from sada.pipeline.logcodec import encode_event, encode_tick
-from sada.pipeline.projector import Projector
-from sada.pipeline.rules import Rules
+from sada.infra.topics import partition_for
+from sada.pipeline.domain.config import load_config
+from sada.pipeline.domain.logcodec import encode_event, encode_tick
+from sada.pipeline.domain.projector import Projector
+from sada.pipeline.domain.rules import Rules
 from sada.producers.events import build_event
-from sada.topics import partition_for
 
 PARTITIONS = 2
 T0 = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)  # Saturday 08:30 in Tehran

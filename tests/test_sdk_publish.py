@@ -24,13 +24,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from sada import cli, contracts, topics
-from sada.errors import BrokerError, EventRejectedError
+from sada.app import cli
+from sada.infra import contracts, topics
+from sada.pipeline.domain.errors import BrokerError, EventRejectedError
+from sada.pipeline.domain.reasons import Reason
+from sada.pipeline.domain.tracking import is_valid_tracking_code, new_tracking_code
 from sada.producers.events import build_event
 from sada.producers.privacy import Pseudonymizer, is_pseudonym
 from sada.producers.sdk import SadaProducer, complete_event, encode_event
-from sada.reasons import Reason
-from sada.tracking import is_valid_tracking_code, new_tracking_code
 
 pytestmark = pytest.mark.broker
 
@@ -457,7 +458,7 @@ def test_publish_reads_stdin(kafka: str) -> None:
         [
             sys.executable,
             "-m",
-            "sada.cli",
+            "sada.app.cli",
             "publish",
             "-",
             "--bootstrap",

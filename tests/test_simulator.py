@@ -25,13 +25,14 @@ import domain_oracle as oracle
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from sada import cli, contracts
-from sada.config import load_config
-from sada.pipeline.model import parse_time
+from sada.app import cli
+from sada.infra import contracts
+from sada.infra.settings import Settings
+from sada.infra.topics import INPUT_TOPICS, ensure_topics
+from sada.pipeline.domain.config import load_config
+from sada.pipeline.domain.model import parse_time
 from sada.producers.events import topic_for
 from sada.producers.simulator import run_demo
-from sada.settings import Settings
-from sada.topics import INPUT_TOPICS, ensure_topics
 
 DEFAULT_START = datetime(2026, 10, 3, 5, 0, tzinfo=UTC)
 DEFAULT_DAYS = 14

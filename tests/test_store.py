@@ -32,9 +32,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sada.consumers.archive import GENESIS_HASH, ArchiveRow, verify
 from sada.consumers.store import SqlStore
 from sada.consumers.tables import metadata
-from sada.errors import StoreError
-from sada.pipeline.logcodec import encode_event, encode_tick, event_key
-from sada.pipeline.model import (
+from sada.pipeline.domain.errors import StoreError
+from sada.pipeline.domain.logcodec import encode_event, encode_tick, event_key
+from sada.pipeline.domain.model import (
     RESPONSE_POSTED,
     SATISFACTION_RATED,
     SUBMISSION_CREATED,
@@ -48,7 +48,7 @@ from sada.pipeline.model import (
     format_time,
     parse_time,
 )
-from sada.pipeline.ports import AppliedEvent, BatchWrite, Checkpoint
+from sada.pipeline.domain.ports import AppliedEvent, BatchWrite, Checkpoint
 
 POSTGRES_URL = os.environ.get(
     "SADA_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from sada.text import ascii_digits, normalize_for_search
+from sada.pipeline.domain.text import ascii_digits, normalize_for_search
 
 ZWNJ = "\u200c"
 

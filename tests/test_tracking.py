@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sada.tracking import (
+from sada.pipeline.domain.tracking import (
     damm_check_digit,
     is_valid_tracking_code,
     new_tracking_code,

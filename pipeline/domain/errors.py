@@ -1,0 +1,57 @@
+"""The exception hierarchy: every error Sada raises on purpose is a ``SadaError``.
+
+Library errors (Kafka clients, SQLAlchemy, jsonschema, TOML) are translated at
+the boundary where they occur, with ``raise ... from e``, so callers handle one
+family and the original cause stays visible in tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class SadaError(Exception):
+    """Root of all errors Sada raises on purpose."""
+
+
+class SettingsError(SadaError):
+    """A ``SADA_*`` environment variable (or its command-line twin) is invalid."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class ConfigError(SadaError):
+    """The TOML configuration file is invalid; ``key`` names the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config key {key!r}: {message}")
+        self.key = key
+
+
+class EventRejectedError(SadaError):
+    """An input event was rejected; ``reason`` is a machine-readable code.
+
+    Reasons are the members of :class:`sada.pipeline.domain.reasons.Reason`; ``detail`` is a
+    human-readable explanation (for example the schema path that failed).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class BrokerError(SadaError):
+    """The Kafka broker could not be started, reached or used."""
+
+
+class StoreError(SadaError):
+    """The database (read model, archive, checkpoints) could not be used."""
+
+
+class NotFoundError(SadaError):
+    """A looked-up thing (tracking code, submission) does not exist."""
+
+
+class AuditError(SadaError):
+    """The archive's hash chain does not verify."""

@@ -1,0 +1,218 @@
+"""The fold of one canonical-log partition: records in order in, decisions out.
+
+A partition's records arrive in log order: events (with the effective instant
+ingress gave them) and ticks (the pipeline clock moving with no event). The
+fold keeps the partition clock, the states of the submissions that live in
+the partition and an index of their next deadlines. Before anything takes
+effect at instant ``t``, every deadline strictly before ``t`` fires, in order
+of (deadline, submission id), so the output is a pure function of the log.
+
+Voter stances and the ledger of applied event keys live behind two small
+ports, so the same fold runs over dicts (tests, replay) or a database.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sada.pipeline.domain import decide
+from sada.pipeline.domain.model import (
+    DomainEvent,
+    Escalated,
+    ResponsePosted,
+    Stance,
+    SubmissionState,
+    VoteCast,
+    VoteRetracted,
+)
+from sada.pipeline.domain.rules import Rules
+
+_EPSILON = timedelta(microseconds=1)
+_VOTES = (VoteCast, VoteRetracted)
+_MIN_COMPACT = 64  # stale deadline entries tolerated before compacting, at the least
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    event: DomainEvent
+    at: datetime  # effective instant, decided by ingress: the event time, or later if late
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TickRecord:
+    at: datetime
+
+
+LogRecord = EventRecord | TickRecord
+
+
+class StanceStore(Protocol):
+    def get(self, submission_id: str, voter_id: str) -> Stance | None: ...
+
+    def set(self, submission_id: str, voter_id: str, stance: Stance | None) -> None: ...
+
+
+class Ledger(Protocol):
+    """The keys of events already applied: what makes redelivery change nothing."""
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def add(self, key: str) -> None: ...
+
+
+class DictStances:
+    """Stances in a dict: for tests, replay and benchmarks of the pure fold."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], Stance] = {}
+
+    def get(self, submission_id: str, voter_id: str) -> Stance | None:
+        return self.data.get((submission_id, voter_id))
+
+    def set(self, submission_id: str, voter_id: str, stance: Stance | None) -> None:
+        if stance is None:
+            self.data.pop((submission_id, voter_id), None)
+        else:
+            self.data[(submission_id, voter_id)] = stance
+
+
+@dataclass(slots=True)
+class Step:
+    """What applying one record did."""
+
+    escalations: list[Escalated] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)  # submission ids whose state changed
+    event: DomainEvent | None = None
+    at: datetime | None = None
+    duplicate: bool = False
+    effective: bool = False
+    note: str = ""
+    stance_change: tuple[str, str, Stance | None] | None = None  # (submission, voter, stance)
+    first_response_hours: float | None = None  # business hours, arrival -> first response
+    resolution_hours: float | None = None  # business hours, creation -> closure
+
+
+class PartitionFold:
+    def __init__(
+        self,
+        rules: Rules,
+        stances: StanceStore,
+        ledger: Ledger,
+        states: Iterable[SubmissionState] = (),
+        clock: datetime | None = None,
+    ) -> None:
+        self.rules = rules
+        self.stances = stances
+        self.ledger = ledger
+        self.states: dict[str, SubmissionState] = {s.submission_id: s for s in states}
+        self.clock = clock
+        # Deadline index: (due, submission id), lazily deleted. A moved or stopped
+        # deadline leaves its old entry behind (skipped when it comes up);
+        # _compact drops those once they are a quarter of the index.
+        self._heap: list[tuple[datetime, str]] = []
+        self._compact_at = _MIN_COMPACT
+        for s in self.states.values():
+            self._schedule(s)
+
+    def apply(self, record: LogRecord) -> Step:
+        step = Step()
+        clock = self.clock
+        at = record.at if clock is None or record.at > clock else clock
+        heap = self._heap
+        if heap and heap[0][0] < at:
+            self._fire_before(at, step)
+        self.clock = at
+        if isinstance(record, TickRecord):
+            return step
+        event = record.event
+        step.event = event
+        step.at = at
+        key = event.key
+        ledger = self.ledger
+        if key in ledger:
+            step.duplicate = True
+            return step
+        ledger.add(key)
+        sid = event.submission_id
+        state = self.states.get(sid)
+        voter: str | None = None
+        prev: Stance | None = None
+        if isinstance(event, _VOTES):
+            voter = event.voter_id
+            prev = self.stances.get(sid, voter)
+        decision = decide.apply(state, event, at, self.rules, prev)
+        step.effective = decision.effective
+        step.note = decision.note
+        if decision.stance_changed and voter is not None:
+            self.stances.set(sid, voter, decision.stance)
+            step.stance_change = (sid, voter, decision.stance)
+        new = decision.state
+        if new is not None and new is not state:
+            if state is not None and isinstance(event, ResponsePosted):
+                self._measure(state, new, at, step)
+            self.states[new.submission_id] = new
+            step.changed.add(new.submission_id)
+            if state is None or decide.next_due(new) != decide.next_due(state):
+                self._schedule(new)
+        if decision.escalations:
+            step.escalations.extend(decision.escalations)
+        return step
+
+    def _measure(
+        self, old: SubmissionState, new: SubmissionState, at: datetime, step: Step
+    ) -> None:
+        cal = self.rules.calendar
+        if old.first_response_due is not None and (
+            new.first_response_due is None or new.unit_id != old.unit_id
+        ):
+            step.first_response_hours = cal.business_hours_between(old.arrived_at, at)
+        if new.status == "closed" and old.status == "open":
+            step.resolution_hours = cal.business_hours_between(old.created_at, at)
+
+    def _schedule(self, state: SubmissionState) -> None:
+        due = decide.next_due(state)
+        if due is not None:
+            heapq.heappush(self._heap, (due, state.submission_id))
+            if len(self._heap) > self._compact_at:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the deadline index from its live entries, one per submission.
+
+        Dropping stale entries changes nothing that fires: they would be skipped,
+        and of two live entries for one deadline the second finds it fired.
+        """
+        states = self.states
+        live: dict[str, tuple[datetime, str]] = {}
+        for entry in self._heap:
+            state = states.get(entry[1])
+            if state is not None and decide.next_due(state) == entry[0]:
+                live[entry[1]] = entry
+        self._heap[:] = live.values()  # in place: _fire_before holds the list
+        heapq.heapify(self._heap)
+        self._compact_at = len(self._heap) + max(len(self._heap) // 4, _MIN_COMPACT)
+
+    def _fire_before(self, until: datetime, step: Step) -> None:
+        heap = self._heap
+        while heap and heap[0][0] < until:
+            due, sid = heapq.heappop(heap)
+            state = self.states.get(sid)
+            if state is None or decide.next_due(state) != due:
+                continue  # stale entry: the deadline moved or stopped
+            new, escalations = decide.advance(state, due + _EPSILON, self.rules)
+            self.states[sid] = new
+            step.changed.add(sid)
+            step.escalations.extend(escalations)
+            self._schedule(new)
+
+    def deadline_entries(self) -> int:
+        """Entries in the deadline index, stale ones included: what it holds in memory."""
+        return len(self._heap)
+
+    def pending_deadlines(self) -> int:
+        return sum(1 for s in self.states.values() if decide.next_due(s) is not None)

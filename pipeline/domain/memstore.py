@@ -1,0 +1,74 @@
+"""An in-memory :class:`~sada.pipeline.domain.ports.ProjectionStore`: projection without SQL.
+
+Used by tests of the decision core, by benchmarks of the pure fold and by
+``sada replay --as-of`` when it only needs state. It keeps what the SQL store
+keeps except the archive's hash chain (the archive lives in the SQL store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
+
+from sada.pipeline.domain.model import Escalated, Stance, SubmissionState
+from sada.pipeline.domain.ports import AppliedEvent, BatchWrite, Checkpoint
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.checkpoints: dict[int, Checkpoint] = {}
+        self.states: dict[str, tuple[int, SubmissionState]] = {}  # id -> (partition, state)
+        self.votes: dict[tuple[str, str], Stance] = {}
+        self.events: dict[str, AppliedEvent] = {}
+        self.escalations: dict[str, Escalated] = {}
+        self.published: set[str] = set()
+        self.archive: dict[int, list[tuple[int, bytes]]] = {}
+        self.writes = 0
+
+    def load(self, partition: int) -> tuple[Checkpoint, list[SubmissionState]]:
+        states = [s for p, s in self.states.values() if p == partition]
+        return self.load_checkpoint(partition), states
+
+    def load_checkpoint(self, partition: int) -> Checkpoint:
+        return self.checkpoints.get(partition, Checkpoint(partition))
+
+    def stances(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stance]:
+        return {p: self.votes[p] for p in pairs if p in self.votes}
+
+    def seen(self, keys: Iterable[str]) -> set[str]:
+        return {k for k in keys if k in self.events}
+
+    def write(self, batch: BatchWrite) -> Checkpoint:
+        current = self.load_checkpoint(batch.partition)
+        if batch.archive and batch.archive[0][0] != current.next_offset:
+            raise ValueError(
+                f"partition {batch.partition}: batch starts at offset {batch.archive[0][0]}, "
+                f"checkpoint is at {current.next_offset}"
+            )
+        self.archive.setdefault(batch.partition, []).extend(batch.archive)
+        for e in batch.applied:
+            self.events[e.key] = e
+        for s in batch.states:
+            self.states[s.submission_id] = (batch.partition, s)
+        for sid, voter, stance, _at in batch.stances:
+            if stance is None:
+                self.votes.pop((sid, voter), None)
+            else:
+                self.votes[(sid, voter)] = stance
+        for esc in batch.escalations:
+            self.escalations.setdefault(esc.event_id, esc)
+        checkpoint = replace(batch.checkpoint)
+        self.checkpoints[batch.partition] = checkpoint
+        self.writes += 1
+        return checkpoint
+
+    def rebuilding(self) -> AbstractContextManager[None]:
+        return nullcontext()  # nothing to make durable
+
+    def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]:
+        todo = [e for i, e in self.escalations.items() if i not in self.published]
+        return sorted(todo, key=lambda e: (e.time, e.event_id))[:limit]
+
+    def mark_published(self, event_ids: Iterable[str]) -> None:
+        self.published.update(event_ids)

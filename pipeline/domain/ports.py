@@ -1,0 +1,109 @@
+"""The small interface between the projector and its store (read model + archive).
+
+The projector folds canonical-log partitions and hands each batch's effects
+to a :class:`ProjectionStore`, which writes them, the archive records and the
+partition checkpoint in ONE transaction: a crash before commit leaves no
+effect, a crash after commit leaves no gap, so redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sada.pipeline.domain.model import Escalated, ResponsePosted, Stance, SubmissionState
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    partition: int
+    next_offset: int = 0  # first canonical-log offset not yet applied
+    clock: datetime | None = None  # the partition's pipeline clock after the last record
+    head_hash: str = GENESIS_HASH  # hash of the last archived record of this partition
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """One event record of the log as applied: the ledger and the timeline are made of these."""
+
+    key: str  # "<source> <id>"
+    offset: int
+    submission_id: str
+    type: str
+    time: datetime  # the event's own time
+    at: datetime  # when it took effect
+    late: bool
+    effective: bool
+    note: str
+
+
+@dataclass(slots=True)
+class BatchWrite:
+    partition: int
+    checkpoint: Checkpoint  # the checkpoint after this batch
+    archive: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, record bytes)
+    applied: list[AppliedEvent] = field(default_factory=list)
+    states: list[SubmissionState] = field(default_factory=list)  # upsert, last version wins
+    stances: list[tuple[str, str, Stance | None, datetime]] = field(default_factory=list)
+    responses: list[tuple[ResponsePosted, datetime, bool]] = field(default_factory=list)
+    escalations: list[Escalated] = field(default_factory=list)
+
+
+class ProjectionStore(Protocol):
+    def load(self, partition: int) -> tuple[Checkpoint, list[SubmissionState]]: ...
+
+    def load_checkpoint(self, partition: int) -> Checkpoint: ...
+
+    def stances(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stance]: ...
+
+    def seen(self, keys: Iterable[str]) -> set[str]: ...
+
+    def write(self, batch: BatchWrite) -> Checkpoint:
+        """Write ``batch`` in one transaction; the partition's checkpoint as stored after it."""
+        ...
+
+    def rebuilding(self) -> AbstractContextManager[None]:
+        """A block of writes into a store being rebuilt from scratch (replay).
+
+        The store may trade durability for speed inside it (a crash mid-way
+        means rebuilding again) and must have made everything durable when the
+        block exits normally.
+        """
+        ...
+
+    def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]: ...
+
+    def mark_published(self, event_ids: Iterable[str]) -> None: ...
+
+
+class ProjectorStore(ProjectionStore, Protocol):
+    """What the live projector stage needs beyond folding: upkeep off the commit path, closing."""
+
+    def checkpoint_in_background(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+StoreFactory = Callable[[], ProjectorStore]
+"""Opens the projector's store; picklable, so a projector process opens its own."""
+
+
+class PipelineView(Protocol):
+    """What readers (metrics, dashboard, health) may ask of a running worker."""
+
+    def clock(self) -> datetime | None:
+        """The pipeline clock: the least event time every input partition has reached."""
+        ...
+
+    async def lag(self) -> int:
+        """Canonical-log records the projector has not applied yet."""
+        ...
+
+    def stages_up(self) -> dict[str, bool]:
+        """Each stage: running, in a worker that has not failed."""
+        ...

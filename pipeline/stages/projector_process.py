@@ -1,0 +1,272 @@
+"""The projector stage in a process of its own, so that it does not share a core with ingress.
+
+Both stages are CPU-bound Python; in one interpreter they take turns on one
+core however many the machine has. They only meet through the canonical log
+and the store, so the projector can run anywhere that reaches both: here, a
+child process started with ``spawn`` (no fork of a process holding threads
+and sockets).
+
+The parent holds a :class:`ProjectorProcess`, which looks to the worker like
+the in-process :class:`~sada.pipeline.stages.projector_stage.ProjectorStage`: it has
+a ``state``, ``stats``, ``lag()`` and the same life cycle. The child reports
+over a pipe after every batch: its counters, its lag, and the metric
+observations the batch made, which the parent replays into its own registry,
+so ``/metrics`` looks the same whichever process did the work.
+
+The child stops when told to, and also when the pipe breaks: a parent killed
+with SIGKILL leaves no projector behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sada.infra.metrics import Metrics
+from sada.infra.sizing import fold_state
+from sada.pipeline.domain.config import Config
+from sada.pipeline.domain.errors import SadaError
+from sada.pipeline.domain.ports import StoreFactory
+from sada.pipeline.stages.projector_stage import ProjectorStage, ProjectorStats
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 15.0
+REPORT_SECONDS = 0.5  # a report also follows every batch; this one carries lag when idle
+
+
+class MetricCalls:
+    """Records the projector's metric observations, to be replayed in another process.
+
+    Has the methods of :class:`~sada.infra.metrics.Metrics` that the projector stage
+    calls; each call is kept as ``(method name, arguments)``.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def escalated(self, to_level: int, reason: str | None) -> None:
+        self.calls.append(("escalated", (to_level, reason)))
+
+    def first_response(self, kind: str | None, business_hours: float) -> None:
+        self.calls.append(("first_response", (kind, business_hours)))
+
+    def resolved(self, kind: str | None, business_hours: float) -> None:
+        self.calls.append(("resolved", (kind, business_hours)))
+
+    def satisfaction(self, unit: str | None, rating: int) -> None:
+        self.calls.append(("satisfaction", (unit, rating)))
+
+    def decision_lag(self, seconds: float) -> None:
+        self.calls.append(("decision_lag", (seconds,)))
+
+    def take(self) -> list[tuple[str, tuple[Any, ...]]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+_REPLAYABLE = frozenset(
+    name for name in vars(MetricCalls) if not name.startswith("_") and name != "take"
+)
+
+
+class ProjectorProcess:
+    """The parent's handle on a projector running in a child process."""
+
+    def __init__(self, config: Config, open_store: StoreFactory, metrics: Metrics, bootstrap: str):
+        self.config = config
+        self.open_store = open_store
+        self.metrics = metrics
+        self.bootstrap = bootstrap
+        self.state = "starting"
+        self.stats = ProjectorStats()
+        self._lag = 0
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._replies: asyncio.Queue[Any] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(
+            target=_child_main,
+            args=(child, self.config, self.open_store, self.bootstrap),
+            name="sada-projector",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        kind, payload = await self._receive(START_TIMEOUT)
+        if kind != "ready":
+            await self._reap()
+            raise SadaError(f"the projector process did not start: {payload}")
+        self.state = "running"
+
+    async def run(self) -> None:
+        """Take the child's reports until it stops; raise if it dies or fails."""
+        while True:
+            kind, payload = await self._receive(None)
+            if kind == "report":
+                self._take_report(payload)
+            elif kind == "measured":
+                assert self._replies is not None
+                self._replies.put_nowait(payload)
+            elif kind == "stopped":
+                self._take_report(payload)
+                return
+            elif kind == "error":
+                raise SadaError(f"the projector process failed: {payload}")
+
+    async def _receive(self, timeout: float | None) -> tuple[str, Any]:
+        conn = self._conn
+        assert conn is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                # Short polls, so that no thread stays blocked on the pipe after the loop ends.
+                message = await asyncio.to_thread(_next_message, conn, 0.5)
+            except (EOFError, OSError) as e:
+                raise SadaError(f"the projector process exited ({self._exit_code()})") from e
+            if message is not None:
+                return message
+            if deadline is not None and time.monotonic() > deadline:
+                raise SadaError(f"the projector process said nothing for {timeout:g} s")
+            if self._process is not None and not self._process.is_alive():
+                raise SadaError(f"the projector process exited ({self._exit_code()})")
+
+    def _exit_code(self) -> str:
+        code = self._process.exitcode if self._process is not None else None
+        return f"exit code {code}"
+
+    def _take_report(self, payload: dict[str, Any]) -> None:
+        self.stats = ProjectorStats(**payload["stats"])
+        self._lag = payload["lag"]
+        for name, args in payload["calls"]:
+            if name in _REPLAYABLE:
+                getattr(self.metrics, name)(*args)
+
+    async def lag(self) -> int:
+        return self._lag
+
+    async def measure(self) -> dict[str, Any]:
+        """The child's decision state size and peak RSS (for ``sada bench``)."""
+        if self._replies is None:
+            self._replies = asyncio.Queue()
+        self._send(("measure", None))
+        return await asyncio.wait_for(self._replies.get(), 60)
+
+    def _send(self, message: tuple[str, Any]) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(message)
+
+    async def stop(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._send(("stop", None))
+
+    async def close(self) -> None:
+        self.state = "stopped"
+        await self._reap()
+
+    async def _reap(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        await asyncio.to_thread(process.join, STOP_TIMEOUT)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join, 5)
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _next_message(conn: Connection, wait: float) -> tuple[str, Any] | None:
+    """The next message within ``wait`` seconds, else None: one trip to a thread for both."""
+    return conn.recv() if conn.poll(wait) else None
+
+
+# -- the child ------------------------------------------------------------------------------
+
+
+def _child_main(conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when the projector stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        asyncio.run(_child(conn, config, open_store, bootstrap))
+    except BaseException as e:  # the parent reports it; this process has no one to tell
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+async def _child(
+    conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str
+) -> None:
+    store = open_store()
+    calls = MetricCalls()
+    stage = ProjectorStage(config, store, calls, bootstrap)
+    try:
+        await stage.start()
+
+        async def report(kind: str = "report") -> None:
+            payload = {
+                "stats": dataclasses.asdict(stage.stats),
+                "lag": await stage.lag(),
+                "calls": calls.take(),
+            }
+            conn.send((kind, payload))
+
+        stage.on_batch = report
+        conn.send(("ready", None))
+        running = asyncio.create_task(stage.run())
+        commands = asyncio.create_task(_commands(conn, stage))
+        ticker = asyncio.create_task(_tick(report))
+        done, _ = await asyncio.wait({running, commands}, return_when=asyncio.FIRST_COMPLETED)
+        ticker.cancel()
+        await stage.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(running, STOP_TIMEOUT)
+        commands.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        await report("stopped")
+    finally:
+        await stage.close()
+        store.close()
+
+
+async def _commands(conn: Connection, stage: ProjectorStage) -> None:
+    """Answer the parent until it says stop or goes away."""
+    while True:
+        try:
+            kind, _ = await asyncio.to_thread(conn.recv)
+        except (EOFError, OSError):
+            log.warning("the parent of the projector process went away; stopping")
+            return
+        if kind == "stop":
+            return
+        if kind == "measure":
+            import resource
+
+            sizes = fold_state(p.fold for p in stage.projectors.values())
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            conn.send(("measured", {**sizes, "peak_rss_bytes": peak}))
+
+
+async def _tick(report: Any) -> None:
+    while True:
+        await asyncio.sleep(REPORT_SECONDS)
+        await report()

@@ -1,0 +1,1 @@
+"""The application: the ``sada`` command line, its commands, replay and the benchmark."""

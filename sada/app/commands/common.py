@@ -1,0 +1,86 @@
+"""Options shared by several subcommands and the settings/config they resolve to."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from sada.infra.settings import Settings
+from sada.pipeline.domain.config import Config, load_config
+from sada.pipeline.domain.errors import SettingsError
+
+
+def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP)"
+    )
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    add_bootstrap_argument(parser)
+    parser.add_argument(
+        "--database", metavar="URL", help="SQLAlchemy database URL (SADA_DATABASE_URL)"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", type=Path, help="organisation config TOML (SADA_CONFIG)"
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", type=Path, help="data directory (SADA_DATA_DIR)"
+    )
+
+
+def resolve_settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env().replace(
+        kafka_bootstrap=getattr(args, "bootstrap", None),
+        database_url=getattr(args, "database", None),
+        config_path=getattr(args, "config", None),
+        data_dir=getattr(args, "data_dir", None),
+    )
+
+
+def require_bootstrap(
+    settings: Settings,
+    message: str = "no Kafka cluster given; pass --bootstrap HOST:PORT or set it",
+) -> str:
+    """The Kafka bootstrap servers, or a one-line reason naming the variable."""
+    if not settings.kafka_bootstrap:
+        raise SettingsError("SADA_KAFKA_BOOTSTRAP", message)
+    return settings.kafka_bootstrap
+
+
+def whole_number(text: str, minimum: int = 1) -> int:
+    """An argparse type: a whole number of at least ``minimum``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < minimum:
+        bound = "0 or more" if minimum == 0 else f"at least {minimum}"
+        raise argparse.ArgumentTypeError(f"must be {bound}: {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return whole_number(text, 1)
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    return whole_number(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    return value
+
+
+def resolve_config(settings: Settings) -> Config:
+    return load_config(settings.config_path)

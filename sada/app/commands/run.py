@@ -1,0 +1,167 @@
+"""``sada run``: the whole pipeline on one machine.
+
+Without a bootstrap it starts the embedded broker (Tansu, in memory), restores
+the archive into it (so a restart on the same data directory loses nothing),
+creates the topics, runs the worker and serves the HTTP API. With
+``--bootstrap`` / ``SADA_KAFKA_BOOTSTRAP`` it uses that Kafka instead.
+Ctrl-C (or SIGTERM) stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import TextIO
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from sada.app.commands.common import add_connection_arguments, resolve_config, resolve_settings
+from sada.consumers.store import SqlStore
+from sada.infra.broker import EmbeddedBroker, port_is_free
+from sada.infra.metrics import Metrics
+from sada.infra.settings import Settings
+from sada.infra.topics import ensure_topics
+from sada.pipeline.domain.config import Config
+from sada.pipeline.domain.errors import BrokerError, SadaError
+
+HELP = "run the pipeline: embedded broker (unless --bootstrap), worker, HTTP API"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_connection_arguments(parser)
+    parser.add_argument("--host", help="HTTP bind address (SADA_HTTP_HOST, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (SADA_HTTP_PORT, 6066)")
+    parser.add_argument("--broker-port", type=int, help="embedded broker port (default: free)")
+    parser.add_argument("--partitions", type=int, help="partitions per topic (SADA_PARTITIONS)")
+    parser.add_argument("--clock", choices=["wall", "event"], help="pipeline clock (SADA_CLOCK)")
+    parser.add_argument("--demo", action="store_true", help="also feed realistic demo traffic")
+
+
+def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    settings = resolve_settings(args).replace(
+        http_host=args.host, http_port=args.port, partitions=args.partitions, clock=args.clock
+    )
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = resolve_config(settings)
+    if not port_is_free(settings.http_host, settings.http_port):
+        raise SadaError(
+            f"HTTP port {settings.http_host}:{settings.http_port} is already in use "
+            "(another sada run?); choose another with --port or SADA_HTTP_PORT"
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | None = None
+    bootstrap = settings.kafka_bootstrap
+    try:
+        if bootstrap is None:
+            broker = EmbeddedBroker(
+                args.broker_port, broker_bin=settings.broker_bin, log_dir=settings.data_dir
+            )
+            broker.start()
+            bootstrap = broker.bootstrap
+        ensure_topics(bootstrap, settings.partitions)
+        store = SqlStore(settings.effective_database_url)
+        store.migrate()
+        if broker is not None:
+            restored = restore_archive(store, bootstrap)
+            if restored:
+                print(f"restored {restored} archived log records", file=stdout, flush=True)
+        return asyncio.run(
+            _serve(settings, config, store, bootstrap, broker is not None, args.demo, stdout)
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def restore_archive(store: SqlStore, bootstrap: str) -> int:
+    """Put archived canonical-log records back into an empty embedded broker, at their offsets."""
+    from kafka import KafkaProducer
+
+    from sada.infra import topics
+
+    rows = store.iter_archive()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    n = 0
+    try:
+        for row in rows:
+            producer.send(topics.LOG, value=row.record, partition=row.partition)
+            n += 1
+        producer.flush()
+    except Exception as e:
+        raise BrokerError(f"restoring the archive into the broker failed: {e}") from e
+    finally:
+        producer.close()
+    return n
+
+
+async def _serve(
+    settings: Settings,
+    config: Config,
+    store: SqlStore,
+    bootstrap: str,
+    embedded: bool,
+    demo: bool,
+    stdout: TextIO,
+) -> int:
+    from sada.consumers.dashboard import routes as dashboard_routes
+    from sada.consumers.snapshot import snapshot_source
+    from sada.infra.http import build_app
+    from sada.pipeline.worker import Worker
+    from sada.producers.gateway import routes as gateway_routes
+    from sada.producers.simulator import run_demo
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape for no SLA value
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, config.units.keys())
+    # The projector gets a process of its own unless the database lives in this one.
+    projector_url = None if store.in_memory else settings.effective_database_url
+    worker = Worker(settings, config, store, metrics, bootstrap, embedded, projector_url)
+    metrics.set_snapshot_source(
+        snapshot_source(worker.store, worker.config, worker, asyncio.get_running_loop())
+    )
+    await worker.start()
+    routes = [gateway_routes(settings, config, bootstrap), dashboard_routes(worker)]
+    app = build_app(worker, store, registry, routes)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    try:
+        await site.start()
+    except OSError as e:
+        await worker.stop()
+        raise SadaError(
+            f"cannot listen on {settings.http_host}:{settings.http_port}: {e.strerror}"
+        ) from e
+    print(
+        f"sada running: http://{settings.http_host}:{settings.http_port}/healthz "
+        f"(broker {bootstrap}{' embedded' if embedded else ''}, "
+        f"database {settings.effective_database_url})",
+        file=stdout,
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    demo_task = None
+    if demo:
+        demo_task = asyncio.create_task(run_demo(settings, config, bootstrap))
+    waiter = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(worker.wait())
+    await asyncio.wait({waiter, failed}, return_when=asyncio.FIRST_COMPLETED)
+    if demo_task is not None:
+        demo_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await demo_task
+    await runner.cleanup()
+    await worker.stop()
+    if worker.failure:
+        print(f"sada run: {worker.failure}", file=stdout, flush=True)
+        return 1
+    return 0

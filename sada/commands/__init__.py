@@ -1,1 +1,0 @@
-"""Subcommands of the ``sada`` CLI, one module each (see :mod:`sada.cli`)."""

@@ -1,0 +1,1 @@
+"""Shared adapters: topics, the embedded broker, settings, metrics, HTTP, validation."""

@@ -1,0 +1,113 @@
+"""Runtime settings: the one place that reads ``SADA_*`` environment variables.
+
+Command-line flags override the environment through :meth:`Settings.replace`.
+A bad value raises :class:`~sada.pipeline.domain.errors.SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from sada.pipeline.domain.errors import SettingsError
+
+ClockMode = Literal["wall", "event"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process settings. Domain rules (calendar, ladder, SLA, units) live in the config file."""
+
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+    config_path: Path | None = None
+    data_dir: Path = Path("sada-data")
+    http_host: str = "127.0.0.1"
+    http_port: int = 6066
+    broker_bin: str | None = None
+    partitions: int = 4
+    clock: ClockMode = "wall"
+    idle_seconds: float = 5.0
+    tick_seconds: float = 15.0
+    grace_seconds: float = 10.0
+    max_event_bytes: int = 65536
+    pseudonym_key: str | None = None
+    log_level: str = "WARNING"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            kafka_bootstrap=_get(env, "SADA_KAFKA_BOOTSTRAP", str, d.kafka_bootstrap),
+            database_url=_get(env, "SADA_DATABASE_URL", str, d.database_url),
+            config_path=_get(env, "SADA_CONFIG", Path, d.config_path),
+            data_dir=_get(env, "SADA_DATA_DIR", Path, d.data_dir) or d.data_dir,
+            http_host=_get(env, "SADA_HTTP_HOST", str, d.http_host) or d.http_host,
+            http_port=_port(env, "SADA_HTTP_PORT", d.http_port),
+            broker_bin=_get(env, "SADA_BROKER_BIN", str, d.broker_bin),
+            partitions=_positive_int(env, "SADA_PARTITIONS", d.partitions),
+            clock=_clock(env, "SADA_CLOCK", d.clock),
+            idle_seconds=_positive_float(env, "SADA_IDLE_SECONDS", d.idle_seconds),
+            tick_seconds=_positive_float(env, "SADA_TICK_SECONDS", d.tick_seconds),
+            grace_seconds=_positive_float(env, "SADA_GRACE_SECONDS", d.grace_seconds),
+            max_event_bytes=_positive_int(env, "SADA_MAX_EVENT_BYTES", d.max_event_bytes),
+            pseudonym_key=_get(env, "SADA_PSEUDONYM_KEY", str, d.pseudonym_key),
+            log_level=(_get(env, "SADA_LOG_LEVEL", str, d.log_level) or d.log_level).upper(),
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with the given fields changed; ``None`` values leave a field as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or SQLite in the data directory (the embedded default)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'sada.db').resolve()}"
+
+
+def _get(env: Mapping[str, str], name: str, conv: Callable[[str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return conv(raw.strip())
+    except (TypeError, ValueError) as e:
+        raise SettingsError(name, f"invalid value {raw!r}: {e}") from e
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _get(env, name, int, default)
+    if value <= 0:
+        raise SettingsError(name, f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _get(env, name, float, default)
+    if not value > 0:
+        raise SettingsError(name, f"must be a positive number, got {value}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _get(env, name, int, default)
+    if not 0 <= value <= 65535:
+        raise SettingsError(name, f"must be a TCP port (0-65535), got {value}")
+    return value
+
+
+def _clock(env: Mapping[str, str], name: str, default: ClockMode) -> ClockMode:
+    value: str = _get(env, name, str, str(default))
+    if value == "wall":
+        return "wall"
+    if value == "event":
+        return "event"
+    raise SettingsError(name, f"must be 'wall' or 'event', got {value!r}")

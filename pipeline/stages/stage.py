@@ -12,6 +12,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 # empty fetches a second while idle.
 FETCH_MAX_WAIT_MS = 20
 
+# Group membership: a member that stops heartbeating loses its partitions after
+# SESSION_TIMEOUT_MS (the broker's smallest default), so a killed worker's work
+# moves within seconds; a rebalance waits at most REBALANCE_TIMEOUT_MS for members.
+SESSION_TIMEOUT_MS = 6000
+HEARTBEAT_INTERVAL_MS = 1500
+REBALANCE_TIMEOUT_MS = 10000
+
+
+def group_timeouts() -> dict[str, int]:
+    """The consumer-group timings every stage uses."""
+    return {
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
+        "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
+        "rebalance_timeout_ms": REBALANCE_TIMEOUT_MS,
+    }
+
 
 class KafkaStage:
     """A stage owning one consumer and one producer; ``run`` loops until ``stop``."""

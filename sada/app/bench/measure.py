@@ -174,6 +174,7 @@ class Bench:
         )
         await worker.start()
         try:
+            await worker.joined()  # timed from a running pipeline, not from its group join
             await child.expect(READY, check=_failed(worker))
             progress = Progress(self.out, f"{tag} end-to-end (events applied)", n)
             started = time.perf_counter()
@@ -361,6 +362,7 @@ class Bench:
             self._fresh_group(), self.config, store, self.infra, self.scratch.url_for(store)
         )
         await worker.start()
+        await worker.joined()
         try:
             setup = await child.expect(READY, check=_failed(worker))
             progress = Progress(self.out, f"{tag} set-up, 49 supporters each (events)", setup)

@@ -23,6 +23,11 @@ async def read_topic_to_end(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
+        # A metadata round first: the bootstrap metadata may not list a topic created
+        # just before, and stopping a consumer that never awaited after start trips
+        # aiokafka (its group-less coordinator's task, cancelled before it ran, raises
+        # CancelledError from stop()).
+        await consumer.topics()
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:

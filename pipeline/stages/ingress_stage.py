@@ -103,8 +103,12 @@ class IngressStage(KafkaStage):
         )
         await consumer.start()
         self._consumer = consumer
-        await consumer.topics()  # metadata: how many input partitions there are in all
-        self.total = sum(len(consumer.partitions_for_topic(t) or ()) for t in topics.INPUT_TOPICS)
+        # How many input partitions there are in all, whoever owns them: asked by name,
+        # since the consumer's metadata holds no topic before it subscribes.
+        counts = await asyncio.to_thread(
+            topics.partition_counts, self.bootstrap, list(topics.INPUT_TOPICS)
+        )
+        self.total = sum(counts.values())
         consumer.subscribe(list(topics.INPUT_TOPICS), listener=_Rebalance(self))
         self.state = "running"
 

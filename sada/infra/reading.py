@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from sada.infra.topics import partition_counts
 from sada.pipeline.domain.errors import BrokerError
 
 
@@ -23,13 +25,14 @@ async def read_topic_to_end(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        # A metadata round first: the bootstrap metadata may not list a topic created
-        # just before, and stopping a consumer that never awaited after start trips
-        # aiokafka (its group-less coordinator's task, cancelled before it ran, raises
-        # CancelledError from stop()).
-        await consumer.topics()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        # The consumer's metadata holds no topic it has not been assigned (Apache Kafka
+        # lists none for a request naming none), so the partitions are asked by name.
+        # The awaits also keep aiokafka's stop() from raising CancelledError: its
+        # group-less coordinator's task, cancelled before it ever ran, raises.
+        if topic not in await consumer.topics():
+            return 0
+        counts = await asyncio.to_thread(partition_counts, bootstrap, [topic])
+        tps = [TopicPartition(topic, p) for p in range(counts[topic])]
         if not tps:
             return 0
         consumer.assign(tps)

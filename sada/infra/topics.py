@@ -184,6 +184,20 @@ def _create(
     return created
 
 
+def partition_counts(bootstrap: str, names: list[str], *, timeout: float = 30.0) -> dict[str, int]:
+    """How many partitions each topic of ``names`` has at ``bootstrap``.
+
+    Asked of the broker by name: a consumer's own metadata holds only the topics it
+    subscribed to or assigned (Apache Kafka answers a metadata request for no topics
+    with none), so ``partitions_for_topic`` before subscribing can be ``None``.
+    """
+    try:
+        with admin_client(bootstrap, timeout) as admin:
+            return _partition_counts(admin, names)
+    except KafkaError as e:
+        raise BrokerError(f"cannot describe topics at {bootstrap}: {_one_line(e)}") from e
+
+
 def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
     counts = {}
     for topic in admin.describe_topics(names):

@@ -543,6 +543,8 @@ def settled_store(bootstrap: str, url: str, partitions: int = PARTITIONS) -> boo
     every rejected input is on ``sada.dlq``.
     """
     ends = _end_offsets(bootstrap, topics.LOG)
+    if set(ends) != set(range(partitions)):  # watermarks reach every partition
+        return False
     with SqlStore(url) as store:
         cps = store.checkpoints()
         if len(cps) != partitions or any(c.clock != END for c in cps):

@@ -56,6 +56,7 @@ from e2e_support import (
 )
 from kafka_support import ApacheKafka
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 from test_e2e_decisions import (
     CONFIG,
     END,
@@ -77,6 +78,9 @@ from sada.consumers.store import SqlStore
 from sada.consumers.tables import events as events_table
 from sada.infra import topics
 from sada.infra.topics import ensure_topics
+from sada.pipeline.domain.logcodec import decode_raw
+from sada.pipeline.domain.model import format_time
+from sada.pipeline.domain.records import ForwardedEvent, InputMark
 from sada.producers.events import build_event, topic_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -219,7 +223,8 @@ def _as_postgres(argv: list[str]) -> list[str]:
 def fresh_database(server_url: str) -> Iterator[str]:
     """A new, empty database on the server of ``server_url``; dropped afterwards."""
     name = f"sada_t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    # No pool: a connection kept from before a server restart would be dead.
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -489,6 +494,43 @@ def late_events(out: RunResult) -> list[dict[str, Any]]:
     return [r for r in rows if r["late"] or r["at"] != r["time"]]
 
 
+def diagnose_late(out: RunResult, late: list[dict[str, Any]]) -> str:
+    """What the projector knew when the first late event came: the watermarks before it.
+
+    Walks the event's log partition up to it, keeping each input partition's last
+    report (time, idle, the writer's wall clock), and names the mark that moved
+    the clock past the event's time.
+    """
+    if not late:
+        return ""
+    first = min(late, key=lambda r: (r["partition"], r["offset"]))
+    reports: dict[tuple[str, int], tuple[Any, bool, Any]] = {}
+    passed = None
+    src = None
+    for partition, offset, raw in out.log:
+        if partition != first["partition"] or offset > first["offset"]:
+            continue
+        rec = decode_raw(raw)
+        if isinstance(rec, InputMark):
+            for m in rec.inputs:
+                reports[(m.topic, m.partition)] = (m.time, m.idle, rec.wall)
+            active = [t for t, idle, _ in reports.values() if not idle and t is not None]
+            if passed is None and active and format_time(min(active)) > first["time"]:
+                passed = (offset, rec.wall, dict(reports))
+        elif isinstance(rec, ForwardedEvent) and offset == first["offset"]:
+            src = rec.src
+    lines = [f"first late event: {first}", f"  read from input {src}"]
+    if src is not None:
+        lines.append(f"  its input partition's last report before it: {reports.get(src[:2])}")
+    if passed is not None:
+        lines.append(
+            f"  the clock passed its time at log offset {passed[0]} (mark written {passed[1]})"
+        )
+        for tp, (t, idle, wall) in sorted(passed[2].items()):
+            lines.append(f"    {tp[0]}/{tp[1]}: time={t} idle={idle} reported={wall}")
+    return "\n".join(lines)
+
+
 def assert_decided_exactly(run: Run, month: Month) -> int:
     """The oracle's answers, every event once and in time, one rejection per bad input."""
     out = run.out
@@ -497,7 +539,8 @@ def assert_decided_exactly(run: Run, month: Month) -> int:
         assert_views(out, month)
     except AssertionError as e:
         raise AssertionError(
-            f"{e}\n{len(late)} events late: {late[:5]}\nhealth at the end:\n{run.health}"
+            f"{e}\n{len(late)} events late: {late[:3]}\n{diagnose_late(out, late)}\n"
+            f"health at the end:\n{run.health}"
         ) from None
     assert_every_event_once_in_time(out, month.scenario, rejected=len(run.bad))
     assert_one_rejection_per_bad_input(out, run.bad)

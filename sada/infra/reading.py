@@ -1,15 +1,25 @@
-"""Reading a whole topic from its beginning to its current end, for tools and tests."""
+"""Reading topics: their partitions as the cluster knows them, and a whole topic to its end."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from sada.infra.topics import partition_counts
 from sada.pipeline.domain.errors import BrokerError
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The partitions of ``topic``, asked of the cluster.
+
+    A new client knows only the topics it was asked about: Tansu tells every
+    topic in its first metadata answer, Apache Kafka none, so
+    ``partitions_for_topic`` alone answers None there. ``topics()`` fetches
+    the metadata but keeps it apart from the client's own view, hence this.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return sorted(cluster.partitions_for_topic(topic) or ())
 
 
 async def read_topic_to_end(
@@ -25,14 +35,8 @@ async def read_topic_to_end(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        # The consumer's metadata holds no topic it has not been assigned (Apache Kafka
-        # lists none for a request naming none), so the partitions are asked by name.
-        # The awaits also keep aiokafka's stop() from raising CancelledError: its
-        # group-less coordinator's task, cancelled before it ever ran, raises.
-        if topic not in await consumer.topics():
-            return 0
-        counts = await asyncio.to_thread(partition_counts, bootstrap, [topic])
-        tps = [TopicPartition(topic, p) for p in range(counts[topic])]
+        parts = await partitions_of(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return 0
         consumer.assign(tps)

@@ -7,20 +7,10 @@ stay cheap; :func:`snapshot_source` wires one to a running worker.
 seed 004 ranked its offices.
 
 Time is the pipeline clock (event time), never the wall clock, so a replay of
-the same history shows the same numbers.
-
-SLA status of an open submission, first match wins:
-
-- ``overdue``: a deadline has passed: its overdue flag is set (at the root of
-  the tree, where nothing moves), or a running deadline is before the clock
-  and has not fired yet;
-- ``at_risk``: a running clock has reached 80% of its span: the instant at
-  which 80% of its business hours have elapsed since ``arrived_at`` is at or
-  before the pipeline clock. The first-response clock runs until the first
-  response, the resolution clock until closure; with the default SLA hours
-  (first response shorter than resolution) this is the first-response clock
-  while it runs and the resolution clock after;
-- ``on_time`` otherwise.
+the same history shows the same numbers. The SLA status of an open submission
+is the domain's rule, :mod:`sada.pipeline.domain.sla`; the store evaluates it
+in SQL (:meth:`~sada.consumers.store.SqlStore.sla_counts`) from the at-risk
+cutoffs computed here, one per kind and clock.
 """
 
 from __future__ import annotations
@@ -32,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sada.consumers.store import SqlStore
@@ -40,60 +30,12 @@ from sada.infra import topics
 from sada.infra.metrics import Snapshot
 from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.ports import PipelineView
-from sada.pipeline.domain.rules import BusinessClock, Rules
+from sada.pipeline.domain.rules import Rules
+from sada.pipeline.domain.sla import at_risk_cutoff
 
-AT_RISK_FRACTION = 0.8
-STATUSES = ("on_time", "at_risk", "overdue")
 OVERDUE_REASONS = frozenset({"first_response_overdue", "resolution_overdue"})
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-_DAY_US = 86_400_000_000
-# How far back an 80% instant is searched for: a calendar with no working
-# time for this long has no submission at risk.
-_MAX_LOOKBACK_US = 20_000 * _DAY_US
-
 Lag = Mapping[tuple[str, str], int]
-
-
-def _us(t: datetime) -> int:
-    return (t - _EPOCH) // _ONE_US
-
-
-def _instant(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def at_risk_cutoff(calendar: BusinessClock, clock: datetime, hours: float) -> datetime | None:
-    """The latest start of a clock of ``hours`` business hours that is at risk at ``clock``.
-
-    A clock started at ``a`` is at risk once 80% of its hours have elapsed:
-    ``calendar.add_business_hours(a, 0.8 * hours) <= clock``. That holds for
-    every ``a`` up to some instant and for none after, so one bisection per
-    (kind, clock) replaces a calendar computation per submission. ``None`` when
-    no start within the look-back qualifies.
-    """
-    span = hours * AT_RISK_FRACTION
-
-    def reached(start_us: int) -> bool:
-        return calendar.add_business_hours(_instant(start_us), span) <= clock
-
-    hi = _us(clock)
-    if reached(hi):
-        return clock
-    step = _DAY_US
-    while not reached(hi - step):
-        step *= 2
-        if step > _MAX_LOOKBACK_US:
-            return None
-    lo = hi - step  # reached(lo), not reached(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if reached(mid):
-            lo = mid
-        else:
-            hi = mid
-    return _instant(lo)
 
 
 def latest_clock(store: SqlStore) -> datetime | None:

@@ -855,7 +855,7 @@ def test_dashboard_in_chromium_shows_what_metrics_export(
     dom = browse(tmp_path, f"{sada.url}/dashboard", "--dump-dom", budget_ms=12_000).stdout
     page = numbers(dom)
     assert int(page.refreshes or 0) >= 2, "the page did not refresh itself"
-    m = sada.infra.metrics()
+    m = sada.metrics()
     units = units_in_metrics(m)
     want = expected_numbers(m, units)
 
@@ -916,7 +916,7 @@ def test_dashboard_reads_left_to_right_in_english(
     assert page.root.get("lang") == "en" and page.root.get("dir") == "ltr"
     for words in ("Overdue", "At risk", "Units ranked", "Pipeline clock", "Food Services"):
         assert words in dom
-    m = sada.infra.metrics()
+    m = sada.metrics()
     raw, text_ = page.found["overview:open"]
     assert float(raw) == sum_samples(m, "sada_submissions_open") and text_ == str(int(float(raw)))
     ARTIFACTS.mkdir(exist_ok=True)
@@ -931,7 +931,7 @@ def test_dashboard_reads_left_to_right_in_english(
 def test_dashboard_api_gives_the_same_numbers(live: tuple[LiveSada, Scenario]) -> None:
     sada, _scn = live
     data = sada.get_json("/api/v1/dashboard")
-    m = sada.infra.metrics()
+    m = sada.metrics()
     assert data["overview"]["open"] == sum_samples(m, "sada_submissions_open")
     assert data["overview"]["rejected"] == sum_samples(m, "sada_events_rejected_total") == 1
     assert data["rejected"] == {"unknown_unit": 1}

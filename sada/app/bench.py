@@ -98,7 +98,7 @@ LATENCY_FILLERS = 64  # submissions that take the filler (oppose) votes
 IDLE_SECONDS = 0.2
 SEED = 2026
 
-RAW_TOPIC = "sada.app.bench.raw"
+RAW_TOPIC = "sada.bench.raw"
 # The history starts on a Saturday (a working day of the default calendar).
 WORKLOAD_START = datetime(2026, 1, 3, tzinfo=UTC)
 WORKLOAD_DAYS = 30.0

@@ -23,12 +23,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
 from sada.consumers.archive import ArchiveRow, VerifyReport, verify
 from sada.pipeline.domain.errors import ProofError, SignatureError
 from sada.pipeline.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash, verify_consistency
 from sada.pipeline.domain.note import Verifier, open_note
-from sada.pipeline.domain.notary import TreeState
+from sada.pipeline.domain.notary import SignedCheckpoint, TreeState
+from sada.pipeline.domain.ports import Checkpoint
 from sada.pipeline.domain.tlog_checkpoint import TreeHead
 
 
@@ -166,3 +169,56 @@ def audit(
             )
     return report
 
+
+
+class AuditedStore(Protocol):
+    """What :func:`audit_store` reads of the store."""
+
+    def checkpoints(self) -> list[Checkpoint]: ...
+
+    def tree_heads(self) -> list[TreeState]: ...
+
+    def iter_archive(self, partition: int | None = None) -> Iterator[ArchiveRow]: ...
+
+    def consistency_proof(self, partition: int, old: int, new: int) -> list[bytes]: ...
+
+    def signed_checkpoints(
+        self, after_seq: int | None, after_time: datetime | None, limit: int | None
+    ) -> list[SignedCheckpoint]: ...
+
+    def signing_keys(self) -> list[dict[str, Any]]: ...
+
+    def deployment(self) -> str | None: ...
+
+
+def audit_store(
+    store: AuditedStore,
+    held: Sequence[HeldCheckpoint] = (),
+    verifiers: Sequence[Verifier] | None = None,
+) -> TreeReport:
+    """The store's chains, and its trees recomputed from the records held to every checkpoint.
+
+    ``held`` (an auditor's) come first, then the store's own signed
+    checkpoints. Without ``verifiers`` the keys the store lists are used: a
+    key swapped in the database cannot make an auditor's checkpoints pass,
+    since it did not sign them. Heads are read before the archive, so batches
+    committed meanwhile only add records after them.
+    """
+    chain_heads = {c.partition: c.head_hash for c in store.checkpoints()}
+    tree_heads = store.tree_heads()
+    own = store.signed_checkpoints(None, None, None)
+    if verifiers is None:
+        verifiers = [Verifier.parse(k["verifier_key"]) for k in store.signing_keys()]
+    everything = [
+        *held,
+        *(HeldCheckpoint(c.note, f"the store's checkpoint #{c.seq}") for c in own),
+    ]
+    return audit(
+        store.iter_archive(),
+        chain_heads,
+        tree_heads,
+        everything,
+        verifiers,
+        store.consistency_proof,
+        store.deployment(),
+    )

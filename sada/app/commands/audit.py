@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from sada.app import proofs
 from sada.app.commands.common import add_connection_arguments, resolve_settings
 from sada.consumers.store import SqlStore
+from sada.consumers.tree_audit import audit_store
 from sada.pipeline.domain.calendar import to_jalali
 from sada.pipeline.domain.errors import NotFoundError, SadaError
 from sada.pipeline.domain.model import parse_time
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 def _verify(store: SqlStore, saved: Path | None, keys: list[str], stdout: TextIO) -> int:
     held = proofs.read_saved(saved) if saved is not None else []
     verifiers = [proofs.parse_key(k) for k in keys] or None
-    return proofs.print_tree_report(store.audit_trees(held, verifiers), stdout)
+    return proofs.print_tree_report(audit_store(store, held, verifiers), stdout)
 
 
 def timeline_rows(store: SqlStore, code_text: str) -> list[dict[str, Any]]:

@@ -1,0 +1,183 @@
+"""The projector's side of the store (:class:`~sada.pipeline.domain.ports.ProjectionStore`).
+
+What the projector loads at start, looks up before folding a batch, writes
+in one transaction per batch (archive records, ledger entries, states,
+stances, responses, escalations and the partition checkpoint: a crash leaves
+all of it or none), and the escalation outbox it publishes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import pairwise
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, false, select, true, update
+
+from sada.consumers.archive import chain_hash
+from sada.consumers.store.base import StoreBase
+from sada.consumers.store.rows import (
+    ESCALATION_FIELDS,
+    STATE_FIELDS,
+    STATE_SHARED_POSITIONS,
+    batch_rows,
+    time_text,
+)
+from sada.consumers.tables import checkpoints, escalations, submissions
+from sada.pipeline.domain.errors import StoreError
+from sada.pipeline.domain.model import Escalated, Stance, SubmissionState, utc
+from sada.pipeline.domain.ports import BatchWrite, Checkpoint
+
+T = TypeVar("T")
+
+# Bound parameters per statement stay far below SQLite's oldest limit (999).
+_CHUNK = 900
+# Keys per prefetch lookup: one array (JSON on SQLite) parameter, however many keys.
+_LOOKUP_CHUNK = 5000
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Projection(StoreBase):
+    """The projector's reads and its one-transaction batch write."""
+
+    def load(self, partition: int) -> tuple[Checkpoint, list[SubmissionState]]:
+        """The partition's checkpoint and the states of every submission living in it."""
+        with self._reading("loading partition") as conn:
+            checkpoint = self._checkpoint(conn, partition)
+            rows = conn.execute(
+                select(*(submissions.c[f] for f in STATE_FIELDS)).where(
+                    submissions.c.partition == partition
+                )
+            ).all()
+        # Each row comes with its own strings and datetimes; the fold keeps these
+        # states for as long as the submissions live, so equal values (kinds,
+        # units, statuses, instants) are made one object.
+        shared: dict[Any, Any] = {}
+        states = []
+        for row in rows:
+            values = list(row)
+            for i in STATE_SHARED_POSITIONS:
+                value = values[i]
+                if value is not None:
+                    values[i] = shared.setdefault(value, value)
+            states.append(SubmissionState(*values))
+        states.sort(key=lambda s: s.submission_id)
+        return checkpoint, states
+
+    def load_checkpoint(self, partition: int) -> Checkpoint:
+        """The partition's checkpoint (the initial one if nothing was written yet)."""
+        with self._reading("loading a checkpoint", states=False) as conn:
+            return self._checkpoint(conn, partition)
+
+    @staticmethod
+    def _checkpoint(conn: Connection, partition: int) -> Checkpoint:
+        row = conn.execute(select(checkpoints).where(checkpoints.c.partition == partition)).first()
+        if row is None:
+            return Checkpoint(partition)
+        return Checkpoint(partition, row.next_offset, row.clock, row.head_hash)
+
+    def stances(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stance]:
+        """Current stances of the given (submission id, voter id) pairs that have one."""
+        wanted = list(dict.fromkeys(pairs))
+        out: dict[tuple[str, str], Stance] = {}
+        lookups = self._lookups
+        with self._reading("reading stances", states=False) as conn:
+            for chunk in _chunks(wanted, _LOOKUP_CHUNK):
+                for sid, voter, stance in conn.execute(
+                    lookups.stances, lookups.stances_params(chunk)
+                ):
+                    out[(sid, voter)] = stance
+        return out
+
+    def seen(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` already applied (present in the ledger)."""
+        wanted = list(dict.fromkeys(keys))
+        out: set[str] = set()
+        lookups = self._lookups
+        with self._reading("reading the ledger", states=False) as conn:
+            for chunk in _chunks(wanted, _LOOKUP_CHUNK):
+                out.update(conn.scalars(lookups.seen, lookups.seen_params(chunk)))
+        return out
+
+    def write(self, batch: BatchWrite) -> Checkpoint:
+        """Write one projector batch and its checkpoint atomically.
+
+        Archive records continue the partition's hash chain from the stored
+        head hash; the checkpoint's ``head_hash`` becomes the last hash written
+        (the one in ``batch.checkpoint`` is not used). Archive offsets must rise
+        and start at or after the stored checkpoint's ``next_offset`` (a writer
+        working from a stale checkpoint is refused); an archive offset or event
+        key written before makes the whole batch fail with nothing written.
+        Several changes to one state or one stance in a batch: the last wins.
+        Returns the checkpoint as now stored.
+        """
+        p = batch.partition
+        if batch.checkpoint.partition != p:
+            raise StoreError(
+                f"batch for partition {p} carries the checkpoint of {batch.checkpoint.partition}"
+            )
+        offsets = [o for o, _ in batch.archive]
+        if any(b <= a for a, b in pairwise(offsets)):
+            raise StoreError(f"partition {p}: archive offsets of a batch must rise")
+        rebuild = self._rebuilding_here()
+        rows = batch_rows(batch, states=rebuild is None)
+        bulk = self._bulk
+        with self._writing(f"writing a batch of partition {p}") as conn:
+            current = self._checkpoint(conn, p)
+            if offsets and offsets[0] < current.next_offset:
+                raise StoreError(
+                    f"partition {p}: batch starts at offset {offsets[0]}, "
+                    f"but offsets before {current.next_offset} are already written"
+                )
+            head = current.head_hash
+            sealed = []
+            for offset, record in batch.archive:
+                h = chain_hash(head, p, offset, record)
+                sealed.append((p, offset, record, head, h))
+                head = h
+            bulk.archive.run(conn, sealed)
+            bulk.events.run(conn, rows.events)
+            bulk.states.run(conn, rows.states)  # none while rebuilding: held back
+            bulk.votes_set.run(conn, rows.votes_set)
+            bulk.votes_unset.run(conn, rows.votes_unset)
+            bulk.responses.run(conn, rows.responses)
+            bulk.escalations.run(conn, rows.escalations)
+            clock = batch.checkpoint.clock
+            bulk.checkpoint.run(conn, [(p, batch.checkpoint.next_offset, time_text(clock), head)])
+        if rebuild is not None:
+            rebuild.hold(batch)
+        return Checkpoint(
+            p, batch.checkpoint.next_offset, None if clock is None else utc(clock), head
+        )
+
+    def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]:
+        """Escalations not yet published, oldest first (per submission, in level order)."""
+        with self._reading("reading the escalation outbox", states=False) as conn:
+            rows = conn.execute(
+                select(*(escalations.c[f] for f in ESCALATION_FIELDS))
+                .where(escalations.c.published == false())
+                .order_by(
+                    escalations.c.time,
+                    escalations.c.submission_id,
+                    escalations.c.to_level,
+                    escalations.c.event_id,
+                )
+                .limit(limit)
+            ).all()
+        return [Escalated(**row._mapping) for row in rows]
+
+    def mark_published(self, event_ids: Iterable[str]) -> None:
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return
+        with self._writing("marking escalations published") as conn:
+            for chunk in _chunks(ids):
+                conn.execute(
+                    update(escalations)
+                    .where(escalations.c.event_id.in_(chunk))
+                    .values(published=true())
+                )

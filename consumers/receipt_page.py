@@ -8,6 +8,7 @@ verifier, checks it with the deployment's public key alone.
 
 from __future__ import annotations
 
+import base64
 import html
 from datetime import datetime
 from typing import Any
@@ -59,12 +60,12 @@ def _when(text: str | None) -> str:
 
 
 def render(receipt: dict[str, Any], verifier_key: str | None) -> str:
-    """The HTML page of ``receipt`` (as :func:`~sada.pipeline.domain.receipt.build_receipt` made)."""
-    import base64
+    """The HTML page of ``receipt`` (a :func:`~sada.pipeline.domain.receipt.build_receipt`)."""
 
     code = str(receipt["tracking_code"])
     event = recorded_event(base64.b64decode(receipt["record"])) or {}
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    found = event.get("data")
+    data: dict[str, Any] = found if isinstance(found, dict) else {}
     kind = str(data.get("kind", ""))
     rows = [
         _row("موضوع", str(data.get("title", "—"))),

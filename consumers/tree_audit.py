@@ -29,11 +29,10 @@ from typing import Any, Protocol
 from sada.consumers.archive import ArchiveRow, VerifyReport, verify
 from sada.pipeline.domain.errors import ProofError, SignatureError
 from sada.pipeline.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash, verify_consistency
-from sada.pipeline.domain.note import Verifier, open_note
 from sada.pipeline.domain.notary import SignedCheckpoint, TreeState
+from sada.pipeline.domain.note import Verifier, open_note
 from sada.pipeline.domain.ports import Checkpoint
 from sada.pipeline.domain.tlog_checkpoint import TreeHead
-
 
 # (partition, old size, new size) -> the store's consistency proof, from its stored nodes.
 ConsistencyProof = Callable[[int, int, int], list[bytes]]
@@ -103,15 +102,15 @@ def audit(
     opened: list[tuple[HeldCheckpoint, TreeHead | None, str | None]] = []
     for h in held:
         try:
-            head = TreeHead.parse(open_note(h.note, verifiers).text)
-            head.partition(deployment)
-            opened.append((h, head, None))
+            parsed = TreeHead.parse(open_note(h.note, verifiers).text)
+            parsed.partition(deployment)
+            opened.append((h, parsed, None))
         except SignatureError as e:
             opened.append((h, None, str(e)))
     wanted: dict[int, set[int]] = defaultdict(set)
-    for _h, head, _err in opened:
-        if head is not None:
-            wanted[head.partition()].add(head.size)
+    for _h, maybe, _err in opened:
+        if maybe is not None:
+            wanted[maybe.partition()].add(maybe.size)
     for t in tree_heads:
         wanted[t.partition].add(t.size)
     trees = _Trees(wanted)
@@ -130,7 +129,11 @@ def audit(
                 t.partition,
                 f"partition {t.partition}: the stored tree head (size {t.size}) does not match "
                 f"the tree of the archived records"
-                + ("" if recomputed is not None else f" (the archive has {trees.size(t.partition)})"),
+                + (
+                    ""
+                    if recomputed is not None
+                    else f" (the archive has {trees.size(t.partition)})"
+                ),
             )
     for h, head, error in opened:
         if head is None:
@@ -168,7 +171,6 @@ def audit(
                 f"archive's ({why})",
             )
     return report
-
 
 
 class AuditedStore(Protocol):

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from sada.pipeline.domain.merkle import EMPTY_ROOT
 from sada.pipeline.domain.model import Escalated, ResponsePosted, Stance, SubmissionState
 
 GENESIS_HASH = "0" * 64
+EMPTY_ROOT_HEX = EMPTY_ROOT.hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,8 @@ class Checkpoint:
     next_offset: int = 0  # first canonical-log offset not yet applied
     clock: datetime | None = None  # the partition's pipeline clock after the last record
     head_hash: str = GENESIS_HASH  # hash of the last archived record of this partition
+    tree_size: int = 0  # leaves of the partition's Merkle tree (its archived records)
+    tree_root: str = EMPTY_ROOT_HEX  # the tree's RFC 9162 root, hex
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 
 from sada.infra import topics
-from sada.pipeline.domain.note import Signer
 from sada.pipeline.domain.notary import (
     NotaryStore,
     SignedCheckpoint,
@@ -28,6 +27,7 @@ from sada.pipeline.domain.notary import (
     key_label,
     sign_head,
 )
+from sada.pipeline.domain.note import Signer
 from sada.pipeline.domain.tlog_checkpoint import origin
 from sada.pipeline.stages.stage import KafkaStage
 

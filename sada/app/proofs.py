@@ -25,8 +25,8 @@ from sada.consumers.tree_audit import HeldCheckpoint, TreeReport
 from sada.infra.settings import Settings
 from sada.infra.signing import default_key_name, load_signer, read_signer, write_signer
 from sada.pipeline.domain.errors import SadaError, SignatureError
-from sada.pipeline.domain.note import Signer, Verifier
 from sada.pipeline.domain.notary import due, key_label, sign_head
+from sada.pipeline.domain.note import Signer, Verifier
 from sada.pipeline.domain.receipt import ReceiptCheck, verify_receipt
 
 

@@ -1,4 +1,4 @@
-"""``sada audit``: prove the archive unaltered; keys, checkpoints and receipts; a submission's history.
+"""``sada audit``: prove the archive unaltered; keys, checkpoints, receipts; a submission's history.
 
 - ``verify [--checkpoints FILE] [--key KEY]``: the hash chains, and each
   partition's Merkle tree recomputed from the records against every signed

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Select, and_, or_, select
 
 from sada.consumers.store.base import StoreBase
 from sada.consumers.tables import checkpoints, merkle_nodes
@@ -47,21 +47,35 @@ class Growth:
     root_hex: str
 
 
-def fetch_nodes(conn: Connection, partition: int, wanted: Iterable[NodeId]) -> dict[NodeId, bytes]:
-    """The stored nodes among ``wanted``: one query, one primary-key probe per node."""
+def nodes_query(partition: int, wanted: Iterable[NodeId]) -> Select[int, int, bytes] | None:
+    """The query of the stored nodes among ``wanted``: one primary-key probe per node.
+
+    Each OR term names the whole key (partition, level, idx list): SQLite then
+    probes the key for each, where a shared ``partition = p AND (...)`` made it
+    scan the partition's nodes, millions of them in a large tree.
+    """
     by_level: dict[int, list[int]] = defaultdict(list)
     for level, idx in wanted:
         by_level[level].append(idx)
     if not by_level:
-        return {}
+        return None
     n = merkle_nodes.c
-    rows = conn.execute(
-        select(n.level, n.idx, n.hash).where(
-            n.partition == partition,
-            or_(*(and_(n.level == lv, n.idx.in_(sorted(ix))) for lv, ix in by_level.items())),
+    return select(n.level, n.idx, n.hash).where(
+        or_(
+            *(
+                and_(n.partition == partition, n.level == lv, n.idx.in_(sorted(ix)))
+                for lv, ix in sorted(by_level.items())
+            )
         )
-    ).all()
-    return {(level, idx): bytes(h) for level, idx, h in rows}
+    )
+
+
+def fetch_nodes(conn: Connection, partition: int, wanted: Iterable[NodeId]) -> dict[NodeId, bytes]:
+    """The stored nodes among ``wanted``, in one query."""
+    query = nodes_query(partition, wanted)
+    if query is None:
+        return {}
+    return {(level, idx): bytes(h) for level, idx, h in conn.execute(query).all()}
 
 
 class Trees(StoreBase):

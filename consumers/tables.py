@@ -182,17 +182,19 @@ checkpoints = Table(
     Column("tree_root", String(HASH_LENGTH), nullable=False, server_default=EMPTY_ROOT_HEX),
 )
 
-# Every complete subtree of every partition's Merkle tree (RFC 9162 hashes, 32 bytes):
-# (level, idx) covers leaves idx * 2**level up to (idx + 1) * 2**level. Proofs read
-# O(log n) of these; the projector adds them in the transaction of their records.
+# Every complete subtree of every partition's Merkle tree (RFC 9162 hashes, 32 bytes),
+# keyed by ``seq``, the position of node (level, index) in the order nodes complete
+# (:func:`~sada.pipeline.domain.merkle.stored_index`): each batch appends at the end
+# of its partition's key range instead of touching one index page per tree level.
+# Proofs read O(log n) of these; the projector adds them in its records' transaction.
 merkle_nodes = Table(
     "merkle_nodes",
     metadata,
     Column("partition", Integer, nullable=False),
-    Column("level", Integer, nullable=False),
-    Column("idx", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
     Column("hash", LargeBinary, nullable=False),
-    PrimaryKeyConstraint("partition", "level", "idx", name="pk_merkle_nodes"),
+    PrimaryKeyConstraint("partition", "seq", name="pk_merkle_nodes"),
+    sqlite_with_rowid=False,  # small rows: the key is the table, one b-tree, not two
 )
 
 # Signed checkpoints (C2SP signed notes); ``published``: sent to sada.checkpoints.

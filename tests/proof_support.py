@@ -25,7 +25,7 @@ from sada.infra.signing import write_signer
 from sada.infra.topics import partition_for
 from sada.pipeline.domain.config import load_config
 from sada.pipeline.domain.logcodec import encode_event
-from sada.pipeline.domain.merkle import Frontier, leaf_hash
+from sada.pipeline.domain.merkle import Frontier, leaf_hash, stored_index
 from sada.pipeline.domain.note import Signer
 from sada.pipeline.domain.projector import Projector
 from sada.pipeline.domain.rules import Rules
@@ -176,8 +176,8 @@ def rewrite_record(path: Path, partition: int, leaf: int, record: bytes) -> None
             nodes.extend(frontier.append(leaf_hash(r)))
         db.execute("DELETE FROM merkle_nodes WHERE partition = ?", (partition,))
         db.executemany(
-            "INSERT INTO merkle_nodes (partition, level, idx, hash) VALUES (?, ?, ?, ?)",
-            [(partition, lv, ix, h) for lv, ix, h in nodes],
+            "INSERT INTO merkle_nodes (partition, seq, hash) VALUES (?, ?, ?)",
+            [(partition, stored_index(lv, ix), h) for lv, ix, h in nodes],
         )
         db.execute(
             "UPDATE checkpoints SET head_hash = ?, tree_root = ? WHERE partition = ?",

@@ -215,6 +215,20 @@ def test_every_proof_up_to_70_leaves_equals_the_naive_one_and_verifies() -> None
             assert verify_consistency(m, n, mth(d[:m]), root, got)
 
 
+def test_stored_indexes_number_the_nodes_in_the_order_they_complete() -> None:
+    frontier = Frontier()
+    made = []
+    for i in range(200):
+        made.extend((lv, ix) for lv, ix, _ in frontier.append(leaf_hash(bytes([i % 256]))))
+    assert [merkle.stored_index(lv, ix) for lv, ix in made] == list(range(len(made)))
+    # Go's tlog.StoredHashIndex(level, n), by hand: leaf 3 is 4, its parents 5 and 6.
+    assert [merkle.stored_index(0, 3), merkle.stored_index(1, 1), merkle.stored_index(2, 0)] == [
+        4,
+        5,
+        6,
+    ]
+
+
 def test_a_frontier_loaded_from_stored_nodes_continues_the_same_tree() -> None:
     records = _records(45, seed=5)
     whole = Tree(records)

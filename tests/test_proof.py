@@ -36,7 +36,13 @@ from sada.consumers.tree_audit import audit_store
 from sada.infra.settings import Settings
 from sada.infra.signing import load_signer, write_signer
 from sada.pipeline.domain.errors import SigningKeyError
-from sada.pipeline.domain.merkle import Frontier, inclusion_plan, leaf_hash, verify_inclusion
+from sada.pipeline.domain.merkle import (
+    Frontier,
+    inclusion_plan,
+    leaf_hash,
+    plan_nodes,
+    verify_inclusion,
+)
 from sada.pipeline.domain.note import Signer
 from sada.pipeline.domain.ports import GENESIS_HASH
 
@@ -198,11 +204,11 @@ def test_replay_verify_names_a_tree_node_changed_by_hand(live: Deployment) -> No
     live.feed(1.0)
     with sqlite3.connect(live.path) as db:
         db.execute(
-            "UPDATE merkle_nodes SET hash = ? WHERE partition = 0 AND level = 1 AND idx = 0",
+            "UPDATE merkle_nodes SET hash = ? WHERE partition = 0 AND seq = 2",  # node (1, 0)
             (b"\x00" * 32,),
         )
     code, out, _ = run_cli("replay", "--database", live.url, "--verify")
-    assert code == 1 and "merkle_nodes (0, 1, 0)" in out
+    assert code == 1 and "merkle_nodes (0, 2)" in out
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -358,10 +364,11 @@ def test_proofs_probe_the_node_key_rather_than_scan_a_partition(live: Deployment
     # A scan of a partition's nodes made a proof at a million leaves take ~0.7 s.
     live.feed(1.0)
     plan = inclusion_plan(5, len(live.records[0]))
+    assert len(plan_nodes(plan)) > 1
     query = nodes_query(0, {n for entry in plan for n in entry})
     assert query is not None
     sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     with sqlite3.connect(live.path) as db:
         steps = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
     searches = [s for s in steps if "merkle_nodes" in s]
-    assert searches and all("partition=? AND level=? AND idx=?" in s for s in searches), steps
+    assert searches and all("partition=? AND seq=?" in s for s in searches), steps

@@ -16,11 +16,10 @@ trusts no stored node.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Select, and_, or_, select
+from sqlalchemy import Connection, Select, select
 
 from sada.consumers.store.base import StoreBase
 from sada.consumers.tables import checkpoints, merkle_nodes
@@ -33,6 +32,7 @@ from sada.pipeline.domain.merkle import (
     frontier_nodes,
     inclusion_plan,
     prove,
+    stored_index,
 )
 from sada.pipeline.domain.notary import TreeState
 
@@ -42,40 +42,27 @@ class Growth:
     """What a batch adds to its partition's tree, in stored form."""
 
     leaves: list[int]  # the leaf index of each record of the batch, in order
-    nodes: list[tuple[int, int, int, bytes]]  # (partition, level, idx, hash)
+    nodes: list[tuple[int, int, bytes]]  # (partition, seq, hash)
     size: int
     root_hex: str
 
 
-def nodes_query(partition: int, wanted: Iterable[NodeId]) -> Select[int, int, bytes] | None:
-    """The query of the stored nodes among ``wanted``: one primary-key probe per node.
-
-    Each OR term names the whole key (partition, level, idx list): SQLite then
-    probes the key for each, where a shared ``partition = p AND (...)`` made it
-    scan the partition's nodes, millions of them in a large tree.
-    """
-    by_level: dict[int, list[int]] = defaultdict(list)
-    for level, idx in wanted:
-        by_level[level].append(idx)
-    if not by_level:
+def nodes_query(partition: int, wanted: Iterable[NodeId]) -> Select[int, bytes] | None:
+    """The query of the stored nodes among ``wanted``: one primary-key probe per node."""
+    seqs = sorted({stored_index(level, idx) for level, idx in wanted})
+    if not seqs:
         return None
     n = merkle_nodes.c
-    return select(n.level, n.idx, n.hash).where(
-        or_(
-            *(
-                and_(n.partition == partition, n.level == lv, n.idx.in_(sorted(ix)))
-                for lv, ix in sorted(by_level.items())
-            )
-        )
-    )
+    return select(n.seq, n.hash).where(n.partition == partition, n.seq.in_(seqs))
 
 
 def fetch_nodes(conn: Connection, partition: int, wanted: Iterable[NodeId]) -> dict[NodeId, bytes]:
     """The stored nodes among ``wanted``, in one query."""
-    query = nodes_query(partition, wanted)
+    ids = {stored_index(level, idx): (level, idx) for level, idx in wanted}
+    query = nodes_query(partition, ids.values())
     if query is None:
         return {}
-    return {(level, idx): bytes(h) for level, idx, h in conn.execute(query).all()}
+    return {ids[seq]: bytes(h) for seq, h in conn.execute(query).all()}
 
 
 class Trees(StoreBase):
@@ -100,7 +87,9 @@ class Trees(StoreBase):
         else:
             frontier = frontier.copy()
         leaves = list(range(size, size + len(records)))
-        nodes = [(partition, lv, ix, h) for lv, ix, h in frontier.extend(records)]
+        # The nodes a run of appends completes are consecutive in creation order.
+        first = stored_index(0, size)
+        nodes = [(partition, first + k, h) for k, (_, _, h) in enumerate(frontier.extend(records))]
         self._frontiers[partition] = frontier  # used again only if the head matches
         return Growth(leaves, nodes, frontier.size, frontier.root().hex())
 

@@ -81,6 +81,23 @@ def fold(hashes: Sequence[bytes]) -> bytes:
     return root
 
 
+def stored_index(level: int, index: int) -> int:
+    """The position of complete node ``(level, index)`` among all nodes in the order they complete.
+
+    Appending leaves completes nodes in a fixed order (a leaf, then the nodes
+    it closes, lowest first); this numbers them 0, 1, 2, ... in that order, as
+    Go's ``tlog.StoredHashIndex`` does. A store keyed by it only ever appends.
+    """
+    n = index
+    for _ in range(level):
+        n = (n << 1) | 1
+    position = 0
+    while n:
+        position += n
+        n >>= 1
+    return position + level
+
+
 def frontier_nodes(size: int) -> list[NodeId]:
     """The complete subtrees of a tree of ``size`` leaves: its frontier, largest first."""
     return range_nodes(0, size)
@@ -301,6 +318,7 @@ __all__ = [
     "prove",
     "range_nodes",
     "root_at",
+    "stored_index",
     "verify_consistency",
     "verify_inclusion",
 ]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from sada.pipeline.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash
+from sada.pipeline.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash, stored_index
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
@@ -43,10 +43,10 @@ def upgrade() -> None:
     op.create_table(
         "merkle_nodes",
         sa.Column("partition", sa.Integer, nullable=False),
-        sa.Column("level", sa.Integer, nullable=False),
-        sa.Column("idx", sa.BigInteger, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("hash", sa.LargeBinary, nullable=False),
-        sa.PrimaryKeyConstraint("partition", "level", "idx", name="pk_merkle_nodes"),
+        sa.PrimaryKeyConstraint("partition", "seq", name="pk_merkle_nodes"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "signed_checkpoints",
@@ -89,8 +89,7 @@ def _build_trees(conn: sa.Connection) -> None:
     nodes = sa.table(
         "merkle_nodes",
         sa.column("partition", sa.Integer),
-        sa.column("level", sa.Integer),
-        sa.column("idx", sa.BigInteger),
+        sa.column("seq", sa.BigInteger),
         sa.column("hash", sa.LargeBinary),
     )
     checkpoints = sa.table(
@@ -129,7 +128,7 @@ def _build_trees(conn: sa.Connection) -> None:
             conn.execute(set_leaf, leaves)
             conn.execute(
                 sa.insert(nodes),
-                [{"partition": p, "level": lv, "idx": i, "hash": h} for lv, i, h in made],
+                [{"partition": p, "seq": stored_index(lv, i), "hash": h} for lv, i, h in made],
             )
             last = rows[-1][0]
         conn.execute(

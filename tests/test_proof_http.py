@@ -22,8 +22,10 @@ from proof_support import DEPLOYMENT, Deployment, make_deployment, run_cli
 from test_goverify import GoVerify, goverify  # noqa: F401  (the fixture)
 
 from sada.consumers.audit_api import routes
+from sada.consumers.receipt_page import render
 from sada.pipeline.domain.merkle import leaf_hash, verify_consistency, verify_inclusion
 from sada.pipeline.domain.note import Verifier, open_note
+from sada.pipeline.domain.receipt import build_receipt
 from sada.pipeline.domain.tlog_checkpoint import TreeHead
 from sada.pipeline.stages.notary_stage import NotaryStage
 
@@ -194,3 +196,28 @@ def test_checkpoints_and_proofs_served_verify_in_python_and_go(
         payload = {"old": old["checkpoint"], "new": new["checkpoint"], "proof": proof}
         rc, out = goverify("consistency", key, payload)
         assert rc == 0, out
+
+
+def test_the_receipt_page_shows_the_submission_s_text_as_text() -> None:
+    event = {
+        "type": "sada.submission.created",
+        "time": "2026-11-21T05:00:00Z",
+        "data": {"title": "<script>alert(1)</script>", "kind": "complaint", "unit_id": "univ"},
+    }
+    record = json.dumps({"v": 1, "kind": "event", "event": event}).encode()
+    receipt = build_receipt(
+        tracking_code="78168382112",
+        submission_id="s-1",
+        partition=0,
+        offset=0,
+        leaf_index=0,
+        record=record,
+        tree_size=1,
+        proof=[],
+        checkpoint="o/archive/0\n1\nAAAA\n\n— k AAAA\n",
+        key="k+00000000",
+    )
+    page = render(receipt, "k+00000000+AAAA")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "۷۸۱۶۸۳۸۲۱۱۲" in page and "78168382112" in page
+    assert "شکایت" in page and "۱۴۰۵/" in page  # the kind, and the date in the Jalali calendar

@@ -177,10 +177,32 @@ checkpoints = Table(
     Column("next_offset", BigInteger, nullable=False),
     Column("clock", Instant),
     Column("head_hash", String(HASH_LENGTH), nullable=False),
+    # What the partition's sequencer holds (JSON): watermarks, offsets of held events.
+    Column("pending", Text, nullable=False, server_default=""),
     # The partition's Merkle tree after the last archived record: its size and root (hex).
     Column("tree_size", BigInteger, nullable=False, server_default="0"),
     Column("tree_root", String(HASH_LENGTH), nullable=False, server_default=EMPTY_ROOT_HEX),
 )
+
+# Inputs that will not take effect: the ledger of rejections and the outbox of sada.dlq.
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("src_topic", Text, nullable=False),
+    Column("src_partition", Integer, nullable=False),
+    Column("src_offset", BigInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("value", LargeBinary),
+    Column("at", Instant),
+    Column("published", Boolean, nullable=False),
+    Index("ix_rejections_outbox", "published", "partition", "offset"),
+)
+
 
 # Every complete subtree of every partition's Merkle tree (RFC 9162 hashes, 32 bytes),
 # keyed by ``seq``, the position of node (level, index) in the order nodes complete
@@ -233,6 +255,7 @@ STATE_TABLES = (
     responses,
     escalations,
     events,
+    rejections,
     archive,
     checkpoints,
     merkle_nodes,

@@ -23,13 +23,19 @@ from sada.infra import topics
 from sada.infra.metrics import Metrics
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config
+from sada.pipeline.domain.errors import SadaError
 from sada.pipeline.domain.note import Signer
 from sada.pipeline.stages.ingress_stage import IngressStage
 from sada.pipeline.stages.notary_stage import NotaryStage
 from sada.pipeline.stages.projector_process import ProjectorProcess
 from sada.pipeline.stages.projector_stage import ProjectorStage
+from sada.pipeline.stages.stage import EMBEDDED_SESSION_TIMEOUT_MS, SESSION_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
+
+# Stage consumers fetch every few tens of milliseconds: this long without an
+# answer means the broker is away.
+BROKER_SILENCE_SECONDS = 5.0
 
 
 class Worker:
@@ -60,12 +66,18 @@ class Worker:
         self.bootstrap = bootstrap
         self.embedded = embedded
         self.started = time.time()
-        self.ingress = IngressStage(settings, config, metrics, bootstrap)
+        session_ms = EMBEDDED_SESSION_TIMEOUT_MS if embedded else SESSION_TIMEOUT_MS
+        self.ingress = IngressStage(settings, config, metrics, bootstrap, session_ms)
         self.projector: ProjectorStage | ProjectorProcess = (
-            ProjectorStage(config, store, metrics, bootstrap)
+            ProjectorStage(config, store, metrics, bootstrap, settings.group, session_ms)
             if projector_url is None
             else ProjectorProcess(
-                config, functools.partial(SqlStore, projector_url), metrics, bootstrap
+                config,
+                functools.partial(SqlStore, projector_url),
+                metrics,
+                bootstrap,
+                settings.group,
+                session_ms,
             )
         )
         self.notary: NotaryStage | None = (
@@ -129,8 +141,25 @@ class Worker:
             and not any(t.done() for t in self._tasks)
         )
 
+    async def joined(self, timeout: float = 60.0) -> None:
+        """Until both stages own partitions in their groups (or ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while not (self.ingress.owned() and self.projector.owned()):
+            if self.failure is not None or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)
+
     def clock(self) -> datetime | None:
-        return self.ingress.ingress.clock
+        """The pipeline clock: the least clock of the log partitions, as stored.
+
+        Read from the store, so every worker gives the same answer, whichever
+        partitions it projects.
+        """
+        try:
+            clocks = [c.clock for c in self.store.checkpoints() if c.clock is not None]
+        except SadaError:
+            return None
+        return min(clocks) if clocks else None
 
     async def lag(self) -> int:
         return await self.projector.lag()
@@ -145,28 +174,44 @@ class Worker:
             up["notary"] = healthy and self.notary.state == "running"
         return up
 
+    def degraded(self) -> str | None:
+        """Why a stage cannot make progress now (it retries by itself), or None."""
+        silent = self.ingress.silent_for()
+        if silent > BROKER_SILENCE_SECONDS:
+            return f"broker {self.bootstrap}: no answer for {silent:.0f} s"
+        return self.projector.degraded
+
     async def health(self) -> dict[str, Any]:
         clock = self.clock()
+        projector = self.projector.stats
+        degraded = self.degraded()
+        status = "ok" if self.ok and degraded is None else ("degraded" if self.ok else "failing")
         return {
-            "status": "ok" if self.ok else "failing",
+            "status": status,
             "failure": self.failure,
+            "degraded": degraded,
             "broker": {"bootstrap": self.bootstrap, "embedded": self.embedded},
+            "group": self.settings.group,
             "topics": [spec.name for spec in topics.TOPICS],
             "workers": {
                 "ingress": {
-                    "state": self.ingress.state,
-                    "received": self.ingress.stats.received,
-                    "accepted": self.ingress.stats.released,
-                    "rejected": self.ingress.stats.rejected,
-                    "duplicates": self.ingress.stats.duplicates,
-                    "late": self.ingress.stats.late,
-                    "buffered": self.ingress.lag(),
+                    **self.ingress.describe(),
+                    # Totals of what was decided, over the partitions this worker projects.
+                    "accepted": projector.accepted,
+                    "rejected": projector.rejected,
+                    "duplicates": projector.duplicates,
+                    "late": projector.late,
+                    "buffered": projector.held,
                 },
                 "projector": {
                     "state": self.projector.state,
-                    "applied": self.projector.stats.applied,
-                    "escalations": self.projector.stats.escalations,
-                    "published": self.projector.stats.published,
+                    "group": f"{self.settings.group}-projector",
+                    "owned": self.projector.owned(),
+                    "applied": projector.applied,
+                    "escalations": projector.escalations,
+                    "published": projector.published,
+                    "dlq": projector.dlq,
+                    "fenced": projector.fenced,
                     "lag": await self.lag(),
                 },
                 **(

@@ -1,7 +1,7 @@
 """Merkle trees over the archive, signed checkpoints and the deployment's verifier keys.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-02-01
 
 Adds each archived record's leaf index, each partition's tree head to its
@@ -20,8 +20,8 @@ from alembic import op
 
 from sada.pipeline.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash, stored_index
 
-revision: str = "0002"
-down_revision: str | Sequence[str] | None = "0001"
+revision: str = "0003"
+down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sada.consumers.archive import ArchiveRow, VerifyReport, verify
-from sada.pipeline.domain.errors import ProofError, SignatureError
+from sada.pipeline.domain.errors import ProofError, SignatureError, UnknownKeyError
 from sada.pipeline.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash, verify_consistency
 from sada.pipeline.domain.notary import SignedCheckpoint, TreeState
 from sada.pipeline.domain.note import Verifier, open_note
@@ -40,10 +40,16 @@ ConsistencyProof = Callable[[int, int, int], list[bytes]]
 
 @dataclass(frozen=True, slots=True)
 class HeldCheckpoint:
-    """A signed checkpoint to hold the archive to, and where it came from (for the report)."""
+    """A signed checkpoint to hold the archive to, and where it came from (for the report).
+
+    ``trusted``: an auditor's own copy, which must verify with the keys given.
+    The store's copies need not: one signed by a key the auditor did not name
+    (a retired key, with ``--key`` the new one) is left out rather than failed.
+    """
 
     note: str
     where: str  # e.g. "checkpoints.jsonl line 4" or "the store's checkpoint #12"
+    trusted: bool = True
 
 
 @dataclass(slots=True)
@@ -105,6 +111,9 @@ def audit(
             parsed = TreeHead.parse(open_note(h.note, verifiers).text)
             parsed.partition(deployment)
             opened.append((h, parsed, None))
+        except UnknownKeyError as e:
+            if h.trusted:
+                opened.append((h, None, str(e)))
         except SignatureError as e:
             opened.append((h, None, str(e)))
     wanted: dict[int, set[int]] = defaultdict(set)
@@ -213,7 +222,7 @@ def audit_store(
         verifiers = [Verifier.parse(k["verifier_key"]) for k in store.signing_keys()]
     everything = [
         *held,
-        *(HeldCheckpoint(c.note, f"the store's checkpoint #{c.seq}") for c in own),
+        *(HeldCheckpoint(c.note, f"the store's checkpoint #{c.seq}", False) for c in own),
     ]
     return audit(
         store.iter_archive(),

@@ -266,9 +266,21 @@ def test_rotation_keeps_old_checkpoints_verifiable(
     assert code == 0
     assert out.splitlines()[0].startswith(f"{DEPLOYMENT}/key-2+")
     assert "retired" in out.splitlines()[1]
-    # Old and new checkpoints, saved and stored, verify with the keys the store lists.
+    # Old and new checkpoints, saved and stored, verify with the keys the store lists,
+    # and with both keys named; the store's own old ones are left out when only the
+    # new key is trusted, the auditor's are not.
     code, out, _ = run_cli("audit", "verify", "--database", live.url, "--checkpoints", str(saved))
     assert code == 0, out
+    new_key_text = out_key = run_cli("audit", "key", "--database", live.url)[1].strip()
+    assert out_key.startswith(f"{DEPLOYMENT}/key-2+")
+    both = ["--key", live.verifier_key, "--key", new_key_text]
+    verify = ["audit", "verify", "--database", live.url]
+    code, out, _ = run_cli(*verify, "--checkpoints", str(saved), *both)
+    assert code == 0, out
+    code, out, _ = run_cli(*verify, "--key", new_key_text)
+    assert code == 0 and "agree with 2 signed checkpoints" in out, out
+    code, out, _ = run_cli(*verify, "--checkpoints", str(saved), "--key", new_key_text)
+    assert code == 1 and f"{saved.name} line 1" in out and "no known key" in out
     # Reusing a name is refused: a new key needs a new name.
     again = tmp_path / "again.key"
     write_signer(again, Signer.generate(f"{DEPLOYMENT}/key-1"))

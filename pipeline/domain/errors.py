@@ -69,5 +69,9 @@ class SignatureError(SadaError):
     """A signed note, checkpoint or key is malformed, or a signature does not verify."""
 
 
+class UnknownKeyError(SignatureError):
+    """A well-formed note that no known key signed (it may be signed by keys not trusted here)."""
+
+
 class SigningKeyError(SadaError):
     """The signing key cannot be read or created, or is not the deployment's."""

@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sada.pipeline.domain.errors import SignatureError
+from sada.pipeline.domain.errors import SignatureError, UnknownKeyError
 
 ALG_ED25519 = 1
 SIGNATURE_PREFIX = "— "  # em dash (U+2014), space
@@ -235,5 +235,5 @@ def open_note(message: str, verifiers: Iterable[Verifier]) -> Note:
             good.append(sig)
     if not good:
         names = ", ".join(f"{s.name}+{s.key_id:08x}" for s in unknown) or "none"
-        raise SignatureError(f"no known key signed this note (signed by: {names})")
+        raise UnknownKeyError(f"no known key signed this note (signed by: {names})")
     return Note(text, tuple(good), tuple(unknown))

@@ -18,6 +18,7 @@ import logging
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from sada.infra import topics
 from sada.pipeline.domain.notary import (
@@ -67,10 +68,17 @@ class NotaryStage(KafkaStage):
             await self.sign_now()
 
     async def sign_now(self) -> list[SignedCheckpoint]:
-        """Sign every head that grew, store and publish; the checkpoints signed."""
+        """Sign every head that grew, store and publish; the checkpoints signed.
+
+        Signing and storing must succeed; publishing the copy may fail (the
+        broker away) and is retried from the outbox on the next round.
+        """
         async with self._lock:
             made = await asyncio.to_thread(self._sign_due)
-            await self._publish()
+            try:
+                await self._publish()
+            except KafkaError as e:
+                log.warning("publishing checkpoints failed, retried next round: %s", e)
         return made
 
     def _sign_due(self) -> list[SignedCheckpoint]:

@@ -33,9 +33,10 @@ from sada.consumers.store.audit import Audit
 from sada.consumers.store.author import AuthorView
 from sada.consumers.store.operations import Operations
 from sada.consumers.store.projection import Projection
+from sada.consumers.store.signed import SignedHeads
 
 __all__ = ["SqlStore"]
 
 
-class SqlStore(Projection, AuthorView, Audit, Operations):
+class SqlStore(Projection, SignedHeads, AuthorView, Audit, Operations):
     """The read model, archive and checkpoints in one SQLite or PostgreSQL database."""

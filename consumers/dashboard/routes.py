@@ -4,7 +4,8 @@
   gives only what refreshes, which the page's script fetches every few
   seconds and swaps in (without JavaScript the page is still complete);
 - ``GET /api/v1/dashboard``: the same data as JSON;
-- ``GET /dashboard/static/{name}``: the files of the package's ``static/``.
+- ``GET /dashboard/static/{name}``: the files of the package's ``static/``;
+- ``GET /``: a redirect to the dashboard.
 
 Nothing outside this server is loaded (operators' networks may have no
 internet), and the Content-Security-Policy says so.
@@ -113,6 +114,11 @@ def _html(body: str, headers: dict[str, str] | None = None) -> web.Response:
     )
 
 
+async def _to_dashboard(request: web.Request) -> web.Response:
+    """``/`` leads to the dashboard, keeping the query (``?lang=en``)."""
+    raise web.HTTPFound(PAGE + (f"?{request.query_string}" if request.query_string else ""))
+
+
 def routes(worker: Any) -> Callable[[web.Application], None]:
     """The installer of the dashboard's routes for ``sada run``.
 
@@ -123,6 +129,7 @@ def routes(worker: Any) -> Callable[[web.Application], None]:
 
     def install(app: web.Application) -> None:
         app.router.add_get(PAGE, view.page)
+        app.router.add_get("/", _to_dashboard)
         app.router.add_get(API, view.api)
         app.router.add_get(STATIC + "{name}", view.static)
 

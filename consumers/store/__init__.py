@@ -18,7 +18,9 @@ uses, rebuild mode's included):
 - :mod:`.projection`: the projector's loads, lookups, batch write and outbox;
 - :mod:`.author`: what an author sees for a tracking code;
 - :mod:`.audit`: timelines, the archive and its chains, dumps;
-- :mod:`.operations`: the queries behind /metrics and /dashboard.
+- :mod:`.operations`: the queries behind /metrics and /dashboard;
+- :mod:`.texts`: titles, bodies and their search key, kept up with the archive;
+- :mod:`.queue`: the work queue (filters, urgency order, pages).
 
 Beneath them: :mod:`.engine` (opening the database, SQLite's tuning, the WAL
 checkpointer), :mod:`.rows` and :mod:`.statements` (a batch in stored form,
@@ -33,9 +35,11 @@ from sada.consumers.store.audit import Audit
 from sada.consumers.store.author import AuthorView
 from sada.consumers.store.operations import Operations
 from sada.consumers.store.projection import Projection
+from sada.consumers.store.queue import WorkQueue
+from sada.consumers.store.texts import Texts
 
 __all__ = ["SqlStore"]
 
 
-class SqlStore(Projection, AuthorView, Audit, Operations):
+class SqlStore(Projection, AuthorView, Audit, Operations, Texts, WorkQueue):
     """The read model, archive and checkpoints in one SQLite or PostgreSQL database."""

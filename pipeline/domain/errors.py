@@ -59,3 +59,11 @@ class NotFoundError(SadaError):
 
 class AuditError(SadaError):
     """The archive's hash chain does not verify."""
+
+
+class QueryError(SadaError):
+    """A query parameter (work queue, report) is invalid; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter

@@ -110,6 +110,7 @@ async def _serve(
     stdout: TextIO,
 ) -> int:
     from sada.consumers.dashboard import routes as dashboard_routes
+    from sada.consumers.queue_routes import queue_routes
     from sada.consumers.snapshot import snapshot_source
     from sada.infra.http import build_app
     from sada.pipeline.worker import Worker
@@ -126,7 +127,11 @@ async def _serve(
         snapshot_source(worker.store, worker.config, worker, asyncio.get_running_loop())
     )
     await worker.start()
-    routes = [gateway_routes(settings, config, bootstrap), dashboard_routes(worker)]
+    routes = [
+        gateway_routes(settings, config, bootstrap),
+        dashboard_routes(worker),
+        queue_routes(worker.store, worker.config),
+    ]
     app = build_app(worker, store, registry, routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -139,7 +144,8 @@ async def _serve(
             f"cannot listen on {settings.http_host}:{settings.http_port}: {e.strerror}"
         ) from e
     print(
-        f"sada running: http://{settings.http_host}:{settings.http_port}/healthz "
+        f"sada running: dashboard http://{settings.http_host}:{settings.http_port}/dashboard "
+        f"· health http://{settings.http_host}:{settings.http_port}/healthz "
         f"(broker {bootstrap}{' embedded' if embedded else ''}, "
         f"database {settings.effective_database_url})",
         file=stdout,

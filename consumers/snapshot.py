@@ -230,8 +230,28 @@ def _walk(origin: str, created_at: datetime, moves: Sequence[_Move]) -> list[_Vi
     return visits
 
 
-def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
+def unit_ranking(
+    store: SqlStore,
+    rules: Rules,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`rank_units` over the store's whole history (one read of it)."""
+    return rank_units(store.unit_history(), rules, since, until)
+
+
+def rank_units(
+    history: Mapping[str, Sequence[Any]],
+    rules: Rules,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
     """Units ranked on answering in time, best first; one dict per unit that received anything.
+
+    ``history`` is :meth:`~sada.consumers.store.SqlStore.unit_history`'s.
+    With ``since`` / ``until``, only visits that began in ``[since, until)``
+    count, escalations away that happened then, and ratings of submissions
+    created then: the ranking of a period (a report's week or month).
 
     A *visit* is one stay of a submission at a unit: from its creation there,
     or its arrival by escalation or referral, until it moved on. Per unit:
@@ -259,7 +279,10 @@ def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
     response (shortest first), then unit id; units without a ratio or a median
     come after those with one. ``position`` counts from 1.
     """
-    history = store.unit_history()
+
+    def within(t: datetime) -> bool:
+        return (since is None or t >= since) and (until is None or t < until)
+
     origins: dict[str, str] = {row.submission_id: row.unit_id for row in history["origins"]}
     moves: dict[str, list[_Move]] = {}
     tallies: dict[str, _UnitTally] = {}
@@ -274,6 +297,8 @@ def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
         moves.setdefault(e.submission_id, []).append(
             _Move(e.time, (1, int(e.to_level)), e.from_unit_id, e.to_unit_id, e.reason)
         )
+        if not within(e.time):
+            continue
         away = tally(e.from_unit_id)
         away.escalations_away += 1
         if e.reason in OVERDUE_REASONS:
@@ -305,6 +330,8 @@ def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
                     break
         sla = rules.sla.get(s.kind)
         for i, v in enumerate(visits):
+            if not within(v.start):
+                continue
             t = tally(v.unit)
             t.received += 1
             if v.first_response is not None:
@@ -322,7 +349,7 @@ def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
                 and bool(s.first_response_overdue)
             ):
                 t.late += 1
-        if s.satisfaction is not None:
+        if s.satisfaction is not None and within(s.created_at):
             tally(s.unit_id).ratings.append(int(s.satisfaction))
 
     rows: list[dict[str, Any]] = []

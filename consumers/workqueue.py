@@ -273,6 +273,13 @@ class WorkQueueService:
             "clock": None if clock is None else format_time(clock),
         }
 
+    def item_of(self, submission_id: str) -> dict[str, Any] | None:
+        """One submission as a queue item (SLA status, business time left), or None."""
+        clock = latest_clock(self.store)
+        query = QueueQuery(ids=(submission_id,), limit=1, cutoffs=self._cutoffs(clock), clock=clock)
+        rows, _ = self.store.work_queue(query)
+        return self.item(rows[0], clock) if rows else None
+
     def csv(self, params: Mapping[str, str]) -> str:
         """The query's rows as CSV text, with a BOM: every page unless ``limit`` is given."""
         self._sync()

@@ -26,7 +26,13 @@ from sqlalchemy.engine import make_url
 from sada.consumers.store import SqlStore
 from sada.pipeline.domain.config import Config, load_config
 from sada.pipeline.domain.logcodec import encode_event, encode_tick, event_key
-from sada.pipeline.domain.model import SUBMISSION_CREATED, SubmissionState, format_time
+from sada.pipeline.domain.model import (
+    SUBMISSION_CREATED,
+    Escalated,
+    EscalationReason,
+    SubmissionState,
+    format_time,
+)
 from sada.pipeline.domain.ports import AppliedEvent, BatchWrite, Checkpoint
 from sada.pipeline.domain.rules import Rules
 
@@ -134,6 +140,13 @@ SPECS = (
     Spec("closed", "complaint", "univ.food", _t(3, 10), "نان بیات", status="closed"),
     Spec("withdrawn", "question", "univ.fac-nursing", _t(3, 11), "ساعت کلاس", status="withdrawn"),
 )
+# (submission, from, to, level reached, reason, when)
+_DEC22, _DEC23 = _t(22, 9, month=12, year=2025), _t(23, 9, month=12, year=2025)
+ESCALATIONS: tuple[tuple[str, str, str, int, EscalationReason, datetime], ...] = (
+    ("root", "univ.monitoring", "univ.vc-student", 1, "first_response_overdue", _DEC22),
+    ("root", "univ.vc-student", "univ", 2, "first_response_overdue", _DEC23),
+    ("hospital", "univ.hospital-a.emergency", "univ.hospital-a", 1, "support_threshold", _t(6, 10)),
+)
 EXPECTED_SLA = {
     "anatomy": "overdue",
     "root": "overdue",
@@ -233,6 +246,15 @@ def populate(store: SqlStore, config: Config, specs: tuple[Spec, ...] = SPECS) -
         )
         batch.states.append(state_of(spec, i, rules))
         offset += 1
+    by_name = {spec.name: spec for spec in specs}
+    for name, from_unit, to_unit, level, reason, at in ESCALATIONS:
+        if name in by_name:
+            batch.escalations.append(
+                Escalated(
+                    f"esc-{name}-{level}", sid(name), at, level - 1, level,
+                    from_unit, to_unit, reason, by_name[name].support, at,
+                )
+            )  # fmt: skip
     batch.archive.append((offset, encode_tick(CLOCK)))
     batch.checkpoint = Checkpoint(0, offset + 1, CLOCK)
     store.write(batch)

@@ -52,6 +52,7 @@ class QueueQuery:
     """A checked work-queue query. ``None`` (or empty) means "any"."""
 
     units: tuple[str, ...] | None = None
+    ids: tuple[str, ...] | None = None  # submission ids
     status: str | None = None
     kinds: tuple[str, ...] | None = None
     channels: tuple[str, ...] | None = None
@@ -123,6 +124,8 @@ class WorkQueue(StoreBase):
         conditions: list[ColumnElement[bool]] = []
         if q.units is not None:
             conditions.append(s.unit_id.in_(q.units))
+        if q.ids is not None:
+            conditions.append(s.submission_id.in_(q.ids))
         if q.status is not None:
             conditions.append(s.status == q.status)
         if q.kinds:

@@ -128,6 +128,16 @@ class Texts(StoreBase):
         for chunk in _chunks(rows, 500):
             conn.execute(_insert(self.dialect, submission_texts).on_conflict_do_nothing(), chunk)
 
+    def submission_text(self, submission_id: str) -> dict[str, Any] | None:
+        """The title, body and language of a submission as sent, if indexed."""
+        self.sync_texts()
+        t = submission_texts.c
+        with self._reading("reading a submission's text", states=False) as conn:
+            row = conn.execute(
+                select(t.title, t.body, t.language).where(t.submission_id == submission_id)
+            ).first()
+        return None if row is None else dict(row._mapping)
+
     def sync_texts(self) -> int:
         """Bring ``submission_texts`` up to the archive; returns the rows added.
 

@@ -30,6 +30,10 @@ from sada.pipeline.stages.projector_stage import ProjectorStage
 
 log = logging.getLogger(__name__)
 
+# Stage consumers fetch every few tens of milliseconds: this long without an
+# answer means the broker is away.
+BROKER_SILENCE_SECONDS = 5.0
+
 
 class Worker:
     def __init__(
@@ -133,6 +137,9 @@ class Worker:
 
     def degraded(self) -> str | None:
         """Why a stage cannot make progress now (it retries by itself), or None."""
+        silent = self.ingress.silent_for()
+        if silent > BROKER_SILENCE_SECONDS:
+            return f"broker {self.bootstrap}: no answer for {silent:.0f} s"
         return self.projector.degraded
 
     async def health(self) -> dict[str, Any]:

@@ -192,8 +192,7 @@ class Projector:
                 self._admit(held, late=True)
         elif isinstance(rec, InputMark):
             self.grace = timedelta(seconds=rec.grace)
-            for held in self.sequencer.mark(rec):
-                self._admit(held, late=False)
+            self._release(self.sequencer.mark(rec))
             self._tick()
         elif isinstance(rec, InputRejected):
             if rec.key in self._ledger:
@@ -202,8 +201,7 @@ class Projector:
                 self._reject(rec.key, offset, rec.src, rec.type, rec.reason, rec.detail, rec.value)
         elif isinstance(rec.record, TickRecord):
             # An ordered tick (replay to an instant): the buffer goes first, then deadlines.
-            for held in self.sequencer.advance(rec.record.at):
-                self._admit(held, late=False)
+            self._release(self.sequencer.advance(rec.record.at))
             self._tick(rec.record.at)
         else:
             assert rec.event is not None
@@ -211,12 +209,20 @@ class Projector:
                 offset, rec.record, rec.event["type"], str(rec.event["data"].get("channel", ""))
             )
 
+    def _release(self, released: list[Held]) -> None:
+        """Admit what the clock released, in order; a wait that ran out before an event's
+        time is rejected before that event is admitted, so the outcome follows event
+        time, not how far each watermark moved the clock."""
+        for held in released:
+            self._expire(held.time)
+            self._admit(held, late=False)
+
     def _tick(self, at: datetime | None = None) -> None:
         """Fire what the clock passed: waits that ran out, then deadlines before the clock."""
         clock = at or self.sequencer.clock
         if clock is None:
             return
-        self._expire(clock)
+        self._expire(clock, final=True)
         if self.fold.clock is None or clock > self.fold.clock:
             self._fold(None, TickRecord(clock), None, "")
 
@@ -252,7 +258,7 @@ class Projector:
             return
         self._fold(held.offset, record, ce["type"], "")
 
-    def _expire(self, clock: datetime) -> None:
+    def _expire(self, clock: datetime, final: bool = False) -> None:
         """Events whose submission has not come within the grace (in event time) are rejected.
 
         In ``event`` mode with every input idle nothing more is coming, so they
@@ -260,7 +266,7 @@ class Projector:
         """
         if not self._waiting:
             return
-        everything = self.sequencer.mode == "event" and self.sequencer.all_idle
+        everything = final and self.sequencer.mode == "event" and self.sequencer.all_idle
         grace = self.grace
         for sid in sorted(self._waiting):
             waits = self._waiting[sid]

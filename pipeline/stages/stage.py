@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -48,3 +49,18 @@ class KafkaStage:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+
+    def silent_for(self) -> float:
+        """Seconds since the broker last answered a fetch of this stage's partitions.
+
+        0 while it owns none (nothing to tell by). A stage whose broker stopped
+        answering goes on polling without an error, so health asks this.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return 0.0
+        stamps = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
+        known = [s for s in stamps if s]
+        if not known:
+            return 0.0
+        return max(0.0, time.time() - float(max(known)) / 1000)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from sada.app.commands.common import add_connection_arguments, resolve_config, resolve_settings
 from sada.consumers.store import SqlStore
 from sada.infra.broker import EmbeddedBroker, port_is_free
+from sada.infra.datadir import DataDirLock
 from sada.infra.metrics import Metrics
 from sada.infra.settings import Settings
 from sada.infra.topics import ensure_topics
@@ -55,6 +56,10 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             "(another sada run?); choose another with --port or SADA_HTTP_PORT"
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Its SQLite file or its embedded broker make the data directory this process's own.
+    lock = None
+    if settings.database_url is None or settings.kafka_bootstrap is None:
+        lock = DataDirLock(settings.data_dir).acquire()
     broker: EmbeddedBroker | None = None
     bootstrap = settings.kafka_bootstrap
     try:
@@ -71,12 +76,22 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             restored = restore_archive(store, bootstrap)
             if restored:
                 print(f"restored {restored} archived log records", file=stdout, flush=True)
-        return asyncio.run(
-            _serve(settings, config, store, bootstrap, broker is not None, args.demo, stdout)
-        )
+        return asyncio.run(_serve(settings, config, store, bootstrap, broker, args.demo, stdout))
     finally:
         if broker is not None:
             broker.stop()
+        if lock is not None:
+            lock.release()
+
+
+async def _watch_broker(broker: EmbeddedBroker, worker: Any) -> None:
+    """Return (ending ``sada run``) once the embedded broker has died: nothing can progress."""
+    while broker.running():
+        await asyncio.sleep(0.5)
+    worker.failure = (
+        f"the embedded broker stopped (exit code {broker.exit_code}); "
+        "restart sada run to restore it from the archive"
+    )
 
 
 def restore_archive(store: SqlStore, bootstrap: str) -> int:
@@ -105,10 +120,11 @@ async def _serve(
     config: Config,
     store: SqlStore,
     bootstrap: str,
-    embedded: bool,
+    broker: EmbeddedBroker | None,
     demo: bool,
     stdout: TextIO,
 ) -> int:
+    embedded = broker is not None
     from sada.consumers.dashboard import routes as dashboard_routes
     from sada.consumers.queue_routes import queue_routes
     from sada.consumers.snapshot import snapshot_source
@@ -160,7 +176,10 @@ async def _serve(
         demo_task = asyncio.create_task(run_demo(settings, config, bootstrap))
     waiter = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(worker.wait())
-    await asyncio.wait({waiter, failed}, return_when=asyncio.FIRST_COMPLETED)
+    watched = {waiter, failed}
+    if broker is not None:
+        watched.add(asyncio.create_task(_watch_broker(broker, worker)))
+    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     if demo_task is not None:
         demo_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

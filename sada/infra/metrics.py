@@ -18,6 +18,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -58,8 +59,11 @@ DEFAULT_TOPICS: frozenset[str] = frozenset(
     {"sada.submissions", "sada.votes", "sada.responses", "sada.escalations", "sada.dlq", "sada.log"}
 )
 
-# Business-hour buckets include every default SLA bound (16, 24, 40, 80, 160)
-# so "answered within SLA" can be read straight off a bucket.
+# Business-hour buckets include every default SLA bound (16, 24, 40, 80, 160);
+# a Metrics built with the configured SLA adds its bounds, and counts each
+# first response and resolution as within or late against them
+# (sada_first_responses_total, sada_resolutions_total), so SLA panels never
+# hard-code hours.
 BUSINESS_HOUR_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 24, 32, 40, 60, 80, 120, 160, 200)
 RATING_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 5)
 DECISION_LAG_BUCKETS: tuple[float, ...] = (
@@ -91,6 +95,9 @@ LABELS: Mapping[str, frozenset[str]] = {
     "sada_escalations_total": frozenset({"level", "reason"}),
     "sada_first_response_business_hours": frozenset({"kind"}),
     "sada_resolution_business_hours": frozenset({"kind"}),
+    "sada_first_responses_total": frozenset({"kind", "outcome"}),
+    "sada_resolutions_total": frozenset({"kind", "outcome"}),
+    "sada_sla_target_business_hours": frozenset({"kind", "clock"}),
     "sada_satisfaction_rating": frozenset({"unit"}),
     "sada_decision_lag_seconds": frozenset(),
     "sada_submissions_open": frozenset({"unit", "kind", "status"}),
@@ -346,8 +353,18 @@ class Metrics:
         stages: Iterable[str] = DEFAULT_STAGES,
         topics: Iterable[str] = DEFAULT_TOPICS,
         version: str = __version__,
+        sla: Mapping[str, Any] | None = None,
     ) -> None:
+        """``sla``: per kind, the configured hours (``first_response_hours``,
+        ``resolution_hours``, as :class:`~sada.pipeline.domain.config.SlaHours`)."""
         self.registry = registry
+        self.sla: dict[str, tuple[float, float]] = {
+            clamp_kind(k): (float(v.first_response_hours), float(v.resolution_hours))
+            for k, v in (sla or {}).items()
+        }
+        hour_buckets = tuple(
+            sorted(set(BUSINESS_HOUR_BUCKETS) | {h for pair in self.sla.values() for h in pair})
+        )
         self.units: frozenset[str] = frozenset(units)
         self.stages: frozenset[str] = frozenset(stages)
         self.topics: frozenset[str] = frozenset(topics)
@@ -398,16 +415,37 @@ class Metrics:
             "sada_first_response_business_hours",
             "Business hours from arrival at a unit to its first response.",
             ["kind"],
-            buckets=BUSINESS_HOUR_BUCKETS,
+            buckets=hour_buckets,
             registry=registry,
         )
         self._resolution = Histogram(
             "sada_resolution_business_hours",
             "Business hours from arrival at a unit to closure.",
             ["kind"],
-            buckets=BUSINESS_HOUR_BUCKETS,
+            buckets=hour_buckets,
             registry=registry,
         )
+        self._first_outcomes = Counter(
+            "sada_first_responses",
+            "First responses, by kind and outcome (within or late against the configured SLA).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self._resolution_outcomes = Counter(
+            "sada_resolutions",
+            "Resolutions, by kind and outcome (within or late against the configured SLA).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self._sla_target = Gauge(
+            "sada_sla_target_business_hours",
+            "The configured SLA, in business hours, by kind and clock.",
+            ["kind", "clock"],
+            registry=registry,
+        )
+        for kind, (first_hours, resolution_hours) in sorted(self.sla.items()):
+            self._sla_target.labels(kind=kind, clock="first_response").set(first_hours)
+            self._sla_target.labels(kind=kind, clock="resolution").set(resolution_hours)
         self._satisfaction = Histogram(
             "sada_satisfaction_rating",
             "Satisfaction ratings (1-5), by the unit that closed the submission.",
@@ -456,6 +494,10 @@ class Metrics:
         for k in kinds:
             self._first_response.labels(kind=k)
             self._resolution.labels(kind=k)
+        for k in self.sla:
+            for outcome in ("within", "late"):
+                self._first_outcomes.labels(kind=k, outcome=outcome)
+                self._resolution_outcomes.labels(kind=k, outcome=outcome)
         for u in self.units:
             self._satisfaction.labels(unit=u)
 
@@ -506,12 +548,20 @@ class Metrics:
     def first_response(self, kind: str | None, business_hours: float) -> None:
         hours = _duration(business_hours)
         if hours is not None:
-            self._first_response.labels(kind=clamp_kind(kind)).observe(hours)
+            k = clamp_kind(kind)
+            self._first_response.labels(kind=k).observe(hours)
+            if k in self.sla:
+                outcome = "within" if hours <= self.sla[k][0] else "late"
+                self._first_outcomes.labels(kind=k, outcome=outcome).inc()
 
     def resolved(self, kind: str | None, business_hours: float) -> None:
         hours = _duration(business_hours)
         if hours is not None:
-            self._resolution.labels(kind=clamp_kind(kind)).observe(hours)
+            k = clamp_kind(kind)
+            self._resolution.labels(kind=k).observe(hours)
+            if k in self.sla:
+                outcome = "within" if hours <= self.sla[k][1] else "late"
+                self._resolution_outcomes.labels(kind=k, outcome=outcome).inc()
 
     def satisfaction(self, unit: str | None, rating: int) -> None:
         """Record a 1-5 rating; anything else is not a rating and is not observed."""

@@ -135,7 +135,7 @@ async def _serve(
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape for no SLA value
     registry = CollectorRegistry()
-    metrics = Metrics(registry, config.units.keys())
+    metrics = Metrics(registry, config.units.keys(), sla=config.sla)
     # The projector gets a process of its own unless the database lives in this one.
     projector_url = None if store.in_memory else settings.effective_database_url
     worker = Worker(settings, config, store, metrics, bootstrap, embedded, projector_url)

@@ -150,6 +150,12 @@ def _environment() -> Environment:
 
 
 _ENV = _environment()
+ENV = _ENV  # for other pages of the package (the report)
+
+
+def spell_number(value: int | float | None, lang: str) -> str:
+    """A number as the reader reads it (Persian digits and separators in Persian)."""
+    return _spell(value, lang)
 
 
 def _context(data: Mapping[str, Any], lang: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from queue_support import BACKENDS, CLOCK, EXPECTED_SLA, SPECS, ZWNJ, OpenStore,
 
 from sada.consumers.queue_routes import install_queue
 from sada.consumers.store import SqlStore
+from sada.consumers.store import queue as store_queue
 from sada.consumers.workqueue import CSV_COLUMNS, WorkQueueService
 from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.errors import QueryError
@@ -126,8 +127,13 @@ def test_filters(queue: WorkQueueService, params: dict[str, str], expected: list
     assert names(queue.page(params)) == everything_in_order
 
 
+@pytest.mark.parametrize("cap", [2000, 1], ids=["from-index", "walking-the-order"])
 @pytest.mark.parametrize("typed", ["کتابخانه", "كتابخانه", f"کتاب{ZWNJ}خانه", "کتابخانه"])
-def test_search_finds_every_spelling(queue: WorkQueueService, typed: str) -> None:
+def test_search_finds_every_spelling(
+    queue: WorkQueueService, typed: str, cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both plans of a search (ids from the index, or testing keys in urgency order).
+    monkeypatch.setattr(store_queue, "SEARCH_CAP", cap)
     # Arabic kaf, Persian kaf, with and without the zero-width non-joiner: one word.
     assert sorted(names(queue.page({"q": typed}))) == ["anatomy", "hospital", "monitoring"]
     titles = {i["title"] for i in queue.page({"q": typed})["items"]}

@@ -24,25 +24,26 @@ from sqlalchemy import (
     ColumnElement,
     String,
     and_,
-    case,
     column,
     false,
-    literal,
+    literal_column,
     or_,
     select,
     table,
     true,
-    type_coerce,
+    tuple_,
 )
 
 from sada.consumers.store.base import StoreBase
 from sada.consumers.store.texts import SEARCH_PREFIX, submission_texts
-from sada.consumers.tables import submissions
+from sada.consumers.tables import instant_text, submissions
 from sada.pipeline.domain.sla import SlaStatus
 
 # Sorts after every instant in stored form: submissions without a deadline come last.
 NO_DEADLINE: Final = "~"
 MAX_LIMIT: Final = 1000
+# Up to this many matches, a search reads its ids from the search index first.
+SEARCH_CAP: Final = 2000
 
 Cutoffs = dict[str, tuple[datetime | None, datetime | None]]
 
@@ -67,19 +68,20 @@ class QueueQuery:
     clock: datetime | None = None
 
 
+# The nearest running deadline, spelled once as SQL: the migration's expression
+# index (``ix_work_queue_urgency``) is on exactly this expression, so the
+# default order is read off the index instead of sorting the table.
+URGENCY_SQL: Final = (
+    "CASE WHEN first_response_due IS NOT NULL AND "
+    "(resolution_due IS NULL OR first_response_due <= resolution_due) "
+    "THEN first_response_due WHEN resolution_due IS NOT NULL THEN resolution_due "
+    f"ELSE '{NO_DEADLINE}' END"
+)
+
+
 def deadline_key() -> ColumnElement[Any]:
     """The nearest running deadline as stored text, or :data:`NO_DEADLINE`."""
-    s = submissions.c
-    fr, rd = s.first_response_due, s.resolution_due
-    # As plain text: the no-deadline mark is not an instant.
-    return type_coerce(
-        case(
-            (and_(fr.is_not(None), or_(rd.is_(None), fr <= rd)), type_coerce(fr, String)),
-            (rd.is_not(None), type_coerce(rd, String)),
-            else_=literal(NO_DEADLINE, String),
-        ),
-        String,
-    )
+    return literal_column(f"({URGENCY_SQL})", String)
 
 
 def sla_expressions(
@@ -119,15 +121,21 @@ class WorkQueue(StoreBase):
         (None while its text is not indexed yet), ``deadline_key``.
         """
         s = submissions.c
-        key = deadline_key().label("deadline_key")
+        key = deadline_key()
         overdue, at_risk = sla_expressions(q.clock, q.cutoffs)
         conditions: list[ColumnElement[bool]] = []
         if q.units is not None:
             conditions.append(s.unit_id.in_(q.units))
         if q.ids is not None:
             conditions.append(s.submission_id.in_(q.ids))
+        status = s.status
+        if self.dialect == "sqlite":
+            # Unary plus hides the column from SQLite's planner, which (without
+            # statistics) would pick the status index and sort most of the table
+            # rather than walk the urgency index and stop after one page.
+            status = literal_column("+submissions.status", String)
         if q.status is not None:
-            conditions.append(s.status == q.status)
+            conditions.append(status == q.status)
         if q.kinds:
             conditions.append(s.kind.in_(q.kinds))
         if q.channels:
@@ -139,23 +147,27 @@ class WorkQueue(StoreBase):
         if q.created_to is not None:
             conditions.append(s.created_at < q.created_to)
         if q.sla is not None:
-            conditions.append(s.status == "open")
+            conditions.append(status == "open")
             if q.sla == "overdue":
                 conditions.append(overdue)
-            elif q.sla == "at_risk":
-                conditions.append(and_(~overdue, at_risk))
             else:
-                conditions.append(and_(~overdue, ~at_risk))
+                if q.clock is not None:
+                    # Implied by "not overdue" (no running deadline before the
+                    # clock), and lets the urgency index skip every overdue row.
+                    conditions.append(key >= instant_text(q.clock))
+                if q.sla == "at_risk":
+                    conditions.append(and_(~overdue, at_risk))
+                else:
+                    conditions.append(and_(~overdue, ~at_risk))
+        t = submission_texts.c
         if q.tokens:
-            conditions.append(s.submission_id.in_(self._matching(q.tokens)))
+            conditions.append(self._search_condition(q.tokens))
         if q.after is not None:
             after_key, after_id = q.after
-            conditions.append(
-                or_(key > after_key, and_(key == after_key, s.submission_id > after_id))
-            )
-        t = submission_texts.c
+            # A row value: both backends walk the urgency index from this point.
+            conditions.append(tuple_(key, s.submission_id) > tuple_(after_key, after_id))
         stmt = (
-            select(submissions, t.title, t.body, t.language, key)
+            select(submissions, t.title, t.body, t.language, key.label("deadline_key"))
             .join_from(
                 submissions, submission_texts, t.submission_id == s.submission_id, isouter=True
             )
@@ -170,8 +182,25 @@ class WorkQueue(StoreBase):
         after = (rows[-1]["deadline_key"], rows[-1]["submission_id"]) if more and rows else None
         return rows, after
 
+    def _search_condition(self, tokens: tuple[str, ...]) -> ColumnElement[bool]:
+        """Submissions whose search key contains every token, by the cheaper of two plans.
+
+        A rare term: its few ids from the search index (FTS5 or trigram), then
+        the page among them. A common one (more than :data:`SEARCH_CAP`
+        matches): walk the urgency order and test each key, which finds a page
+        after a few rows. Both test the same key with the same LIKE, so they
+        give the same rows.
+        """
+        with self._reading("searching submission texts", states=False) as conn:
+            ids = list(conn.scalars(self._matching(tokens).limit(SEARCH_CAP + 1)))
+        if len(ids) <= SEARCH_CAP:
+            return submissions.c.submission_id.in_(ids)
+        # On the texts the page joins already (by primary key, row by row).
+        t = submission_texts.c
+        return and_(*(t.search_key.like(f"%{tok}%") for tok in tokens))
+
     def _matching(self, tokens: tuple[str, ...]) -> Any:
-        """The ids of submissions whose search key contains every token."""
+        """The ids of submissions whose search key contains every token, from the index."""
         if self.dialect == "sqlite":
             fts = table(SEARCH_PREFIX, column("search_key"), column("submission_id"))
             return select(fts.c.submission_id).where(

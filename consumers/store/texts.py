@@ -40,6 +40,9 @@ from sada.pipeline.domain.text import normalize_for_search
 # tables, PostgreSQL's trigram index) are named with this prefix and are not
 # part of ``metadata``: schema comparisons leave them out.
 SEARCH_PREFIX: Final = "submission_search"
+# Every schema object named so is left out of schema comparisons: the search
+# structures, and the work queue's expression index (metadata cannot spell it).
+UNLISTED_PREFIXES: Final = (SEARCH_PREFIX, "ix_work_queue_")
 _SYNC_BATCH = 2000
 T = TypeVar("T")
 

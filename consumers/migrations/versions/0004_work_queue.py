@@ -40,6 +40,15 @@ def upgrade() -> None:
         sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("next_offset", sa.BigInteger, nullable=False),
     )
+    # The work queue's default order: nearest running deadline, then id. The
+    # expression is the one sada.consumers.store.queue.URGENCY_SQL spells (copied
+    # here, so this revision keeps creating the same index).
+    op.execute(
+        "CREATE INDEX ix_work_queue_urgency ON submissions ((CASE WHEN first_response_due "
+        "IS NOT NULL AND (resolution_due IS NULL OR first_response_due <= resolution_due) "
+        "THEN first_response_due WHEN resolution_due IS NOT NULL THEN resolution_due "
+        "ELSE '~' END), submission_id)"
+    )
     bind = op.get_bind()
     if bind.dialect.name == "sqlite":
         op.execute(
@@ -78,6 +87,7 @@ def _trigram_schema(bind: sa.Connection) -> str | None:
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX ix_work_queue_urgency")
     bind = op.get_bind()
     if bind.dialect.name == "sqlite":
         op.execute("DROP TRIGGER IF EXISTS submission_search_fill")

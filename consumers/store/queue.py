@@ -128,7 +128,7 @@ class WorkQueue(StoreBase):
             conditions.append(s.unit_id.in_(q.units))
         if q.ids is not None:
             conditions.append(s.submission_id.in_(q.ids))
-        status = s.status
+        status: ColumnElement[Any] = s.status
         if self.dialect == "sqlite":
             # Unary plus hides the column from SQLite's planner, which (without
             # statistics) would pick the status index and sort most of the table

@@ -21,6 +21,8 @@ import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import text
+
 from sada.consumers.store import SqlStore
 from sada.consumers.workqueue import WorkQueueService
 from sada.pipeline.domain.config import KINDS, load_config
@@ -73,7 +75,17 @@ def fill(store: SqlStore, n: int, batch_size: int = 5000) -> None:
             }
             batch.archive.append((offset, encode_event(ce, created, False, "sada.submissions")))
             batch.applied.append(
-                AppliedEvent(event_key(ce), offset, sid, SUBMISSION_CREATED, created, created, False, True, "")
+                AppliedEvent(
+                    event_key(ce),
+                    offset,
+                    sid,
+                    SUBMISSION_CREATED,
+                    created,
+                    created,
+                    False,
+                    True,
+                    "",
+                )
             )
             first, resolution = rules.deadlines(kind, created)
             status = "open" if rng.random() < 0.7 else "closed"
@@ -118,6 +130,10 @@ def main() -> None:
     t = time.perf_counter()
     added = store.sync_texts()
     print(f"indexed {added} texts in {time.perf_counter() - t:.1f}s")
+    if store.dialect == "postgresql":  # what autovacuum does soon after a bulk load
+        with store.engine.begin() as conn:
+            conn.execute(text("ANALYZE submissions"))
+            conn.execute(text("ANALYZE submission_texts"))
     service = WorkQueueService(store, load_config(), sync_seconds=3600)
     first = service.page({"limit": "50"})
     deep = first

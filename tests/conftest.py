@@ -47,9 +47,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with ApacheKafka(tmp_path_factory.mktemp("kafka")) as node:
         yield node.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka(apache_kafka: str) -> str:
+    return apache_kafka
+
+
+@pytest.fixture(scope="module", params=["tansu", "apache-kafka"])
+def any_broker(request: pytest.FixtureRequest) -> str:
+    """The broker matrix: a test taking this runs once on Tansu and once on Apache Kafka."""
+    name = "broker" if request.param == "tansu" else "apache_kafka"
+    bootstrap: str = request.getfixturevalue(name)
+    return bootstrap
 
 
 @pytest.fixture

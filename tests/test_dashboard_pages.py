@@ -174,6 +174,9 @@ def test_charts_are_drawn_from_the_store_in_both_directions(
     with serve(store, config) as url:
         fa = browse(tmp_path, f"{url}/dashboard", "--dump-dom")
         en = browse(tmp_path, f"{url}/dashboard?lang=en", "--dump-dom")
+        # Each unit leads to its queue; a unit holding overdue ones, to those.
+        assert 'href="dashboard/queue?unit=univ.food&amp;lang=en"' in en
+        assert 'href="dashboard/queue?unit=univ&amp;sla=overdue&amp;lang=fa"' in fa
         for dom in (fa, en):
             for chart in ("daily", "compliance", "backlog"):
                 assert f'<figure class="chart" data-chart="{chart}">' in dom

@@ -216,12 +216,20 @@ def test_totals_come_from_the_store_and_survive_a_restart(
         registry = CollectorRegistry()
         Metrics(registry, config.units.keys())  # counters at zero: a process just started
         data = DashboardView(registry, s, config, ttl=0).dashboard.data()
-        return {"overview": data["overview"], "escalations": data["escalations"]}
+        return {
+            "overview": data["overview"],
+            "escalations": data["escalations"],
+            "kinds": data["kinds"],
+            "charts": data["trends"],
+        }
 
     before = overview(store)
     assert before["overview"]["escalations"] == len(ESCALATIONS)  # type: ignore[index]
     assert before["overview"]["accepted"] == len(queue_support.SPECS)  # type: ignore[index]
     assert before["escalations"]["reason"]["first_response_overdue"] == 2  # type: ignore[index]
+    complaints = next(k for k in before["kinds"] if k["kind"] == "complaint")  # type: ignore[attr-defined]
+    assert complaints["resolution_mean_hours"] == 0.0  # closed the hour it was created
+    assert sum(before["charts"]["intake"]) == 8  # type: ignore[index]
     store.close()
     restarted = open_store("sqlite")  # the same database, a new process
     assert overview(restarted) == before

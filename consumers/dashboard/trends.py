@@ -5,18 +5,22 @@
 - SLA compliance per unit over weeks: the share of first responses in time
   per unit in each of the last :data:`WEEKS` weeks (weeks start on Saturday),
   by the same rule as the units' ranking (:func:`~sada.consumers.snapshot.rank_units`);
-- backlog by age: open submissions by the time since their creation.
+- backlog by age: open submissions by the time since their creation;
+- mean business hours to first response (per arrival, as the projector
+  measures it: :func:`~sada.consumers.snapshot.first_response_hours`) and
+  from creation to closure, by kind, over everything the store holds.
 
 Time is the pipeline clock (event time), so a replay draws the same charts.
 """
 
 from __future__ import annotations
 
+import statistics
 from datetime import date, datetime, time, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sada.consumers.snapshot import latest_clock, rank_units
+from sada.consumers.snapshot import first_response_hours, latest_clock, rank_units
 from sada.consumers.store import SqlStore
 from sada.pipeline.domain.rules import Rules
 
@@ -38,8 +42,11 @@ def trends(
     """The charts' data as plain JSON: days, weeks and bands as ISO dates or day counts."""
     zone = ZoneInfo(timezone)
     clock = clock or latest_clock(store)
+    history = store.unit_history()
+    means = _means(store, rules, history)
     if clock is None:
         return {
+            **means,
             "clock": None,
             "days": [],
             "intake": [],
@@ -74,7 +81,6 @@ def trends(
                 break
     this_week = week_start(today)
     weeks = [this_week - timedelta(weeks=WEEKS - 1 - i) for i in range(WEEKS)]
-    history = store.unit_history()
     compliance: dict[str, list[float | None]] = {}
     for w, start in enumerate(weeks):
         lo = datetime.combine(start, time(), tzinfo=zone)
@@ -95,4 +101,18 @@ def trends(
         "units": units,
         "age_bands": [list(b) for b in AGE_BANDS],
         "backlog": backlog,
+        **means,
     }
+
+
+def _means(store: SqlStore, rules: Rules, history: Any) -> dict[str, dict[str, float]]:
+    first = {
+        kind: statistics.fmean(hours)
+        for kind, hours in first_response_hours(history, rules).items()
+        if hours
+    }
+    closing: dict[str, list[float]] = {}
+    for kind, created, closed in store.closures():
+        closing.setdefault(kind, []).append(rules.calendar.business_hours_between(created, closed))
+    resolution = {kind: statistics.fmean(h) for kind, h in closing.items() if h}
+    return {"first_response_mean_hours": first, "resolution_mean_hours": resolution}

@@ -110,8 +110,14 @@ def dashboard_data(
         for status in STATUSES:
             row[status] = _sum(s, "sada_submissions_open", kind=kind, status=status)
         row["closed"] = _sum(s, "sada_submissions_closed", kind=kind)
-        row["first_response_mean_hours"] = _mean(s, "sada_first_response_business_hours", kind=kind)
-        row["resolution_mean_hours"] = _mean(s, "sada_resolution_business_hours", kind=kind)
+        if trends is not None:  # from the store: it survives a restart
+            row["first_response_mean_hours"] = trends["first_response_mean_hours"].get(kind)
+            row["resolution_mean_hours"] = trends["resolution_mean_hours"].get(kind)
+        else:
+            row["first_response_mean_hours"] = _mean(
+                s, "sada_first_response_business_hours", kind=kind
+            )
+            row["resolution_mean_hours"] = _mean(s, "sada_resolution_business_hours", kind=kind)
         kinds.append(row)
     clock = s.get("sada_pipeline_clock_seconds")
     clock_seconds = _number(clock[0][1]) if clock else None

@@ -50,6 +50,17 @@ class History(StoreBase):
             "submissions": subs,
         }
 
+    def closures(self) -> list[tuple[str, datetime, datetime]]:
+        """(kind, created_at, closed_at) of every closed submission."""
+        s = submissions.c
+        with self._reading("reading closures") as conn:
+            rows = conn.execute(
+                select(s.kind, s.created_at, s.closed_at).where(
+                    s.status == "closed", s.closed_at.is_not(None)
+                )
+            ).all()
+        return [(str(k), c, d) for k, c, d in rows]
+
     def instants_since(self, since: datetime) -> dict[str, list[datetime]]:
         """``created``: creation instants of submissions created since ``since``;
         ``escalated``: instants of escalations since then; ``open_created``: the

@@ -29,10 +29,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from kafka_support import ApacheKafka
 
 from sada.infra.broker import EmbeddedBroker
 from sada.infra.broker import free_port as _free_port
+
+# Property tests judge what is decided, never how fast: on a loaded machine a
+# per-example deadline only makes them flaky (speed lives in ``sada bench``).
+settings.register_profile("sada", deadline=None)
+settings.load_profile("sada")
 
 
 @pytest.fixture(scope="session")

@@ -421,7 +421,7 @@ def mutated_events(draw: st.DrawFn) -> Any:
     return event
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_events())
 def test_sada_accepts_exactly_what_the_published_schemas_accept(event: Any) -> None:
     error = rejection_of(event)

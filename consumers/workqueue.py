@@ -254,7 +254,8 @@ class WorkQueueService:
             for kind, sla in sorted(self.rules.sla.items())
         }
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Bring the texts up to the archive, at most once per ``sync_seconds``."""
         with self._lock:
             now = time.monotonic()
             if now - self._synced >= self.sync_seconds:
@@ -263,7 +264,7 @@ class WorkQueueService:
 
     def page(self, params: Mapping[str, str]) -> dict[str, Any]:
         """``{"items": [...], "next": cursor | None, "clock": instant | None}``. Blocking."""
-        self._sync()
+        self.sync()
         clock = latest_clock(self.store)
         query = self.parse(params, clock)
         rows, after = self.store.work_queue(query)
@@ -282,7 +283,7 @@ class WorkQueueService:
 
     def csv(self, params: Mapping[str, str]) -> str:
         """The query's rows as CSV text, with a BOM: every page unless ``limit`` is given."""
-        self._sync()
+        self.sync()
         clock = latest_clock(self.store)
         query = self.parse(params, clock)
         out = io.StringIO()

@@ -47,6 +47,7 @@ def submission_page(
     found = store.submission_by_code(code)
     if found is None:
         return None
+    service.sync()
     text = store.submission_text(found["submission_id"])
     entries: list[dict[str, Any]] = []
     for e in store.timeline(found["submission_id"]):

@@ -80,7 +80,7 @@ class DashboardView:
     ) -> None:
         self.dashboard = Dashboard(registry, store, config, **options)
         self.store = store
-        self.queue = WorkQueueService(store, config, sync_seconds=0)
+        self.queue = WorkQueueService(store, config)
         self.assets = _assets()
 
     def static_url(self, name: str) -> str:

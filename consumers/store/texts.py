@@ -133,7 +133,6 @@ class Texts(StoreBase):
 
     def submission_text(self, submission_id: str) -> dict[str, Any] | None:
         """The title, body and language of a submission as sent, if indexed."""
-        self.sync_texts()
         t = submission_texts.c
         with self._reading("reading a submission's text", states=False) as conn:
             row = conn.execute(

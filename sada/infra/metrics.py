@@ -43,6 +43,7 @@ from sada.infra.metric_labels import (
     clamp_status,
     clamp_type,
 )
+from sada.infra.sla_metrics import SlaOutcomes
 from sada.pipeline.domain.reasons import Reason
 
 # Business-hour buckets include every default SLA bound (16, 24, 40, 80, 160);
@@ -308,13 +309,8 @@ class Metrics:
         """``sla``: per kind, the configured hours (``first_response_hours``,
         ``resolution_hours``, as :class:`~sada.pipeline.domain.config.SlaHours`)."""
         self.registry = registry
-        self.sla: dict[str, tuple[float, float]] = {
-            clamp_kind(k): (float(v.first_response_hours), float(v.resolution_hours))
-            for k, v in (sla or {}).items()
-        }
-        hour_buckets = tuple(
-            sorted(set(BUSINESS_HOUR_BUCKETS) | {h for pair in self.sla.values() for h in pair})
-        )
+        self.sla = SlaOutcomes(registry, sla)
+        hour_buckets = self.sla.buckets(BUSINESS_HOUR_BUCKETS)
         self.units: frozenset[str] = frozenset(units)
         self.stages: frozenset[str] = frozenset(stages)
         self.topics: frozenset[str] = frozenset(topics)
@@ -375,27 +371,6 @@ class Metrics:
             buckets=hour_buckets,
             registry=registry,
         )
-        self._first_outcomes = Counter(
-            "sada_first_responses",
-            "First responses, by kind and outcome (within or late against the configured SLA).",
-            ["kind", "outcome"],
-            registry=registry,
-        )
-        self._resolution_outcomes = Counter(
-            "sada_resolutions",
-            "Resolutions, by kind and outcome (within or late against the configured SLA).",
-            ["kind", "outcome"],
-            registry=registry,
-        )
-        self._sla_target = Gauge(
-            "sada_sla_target_business_hours",
-            "The configured SLA, in business hours, by kind and clock.",
-            ["kind", "clock"],
-            registry=registry,
-        )
-        for kind, (first_hours, resolution_hours) in sorted(self.sla.items()):
-            self._sla_target.labels(kind=kind, clock="first_response").set(first_hours)
-            self._sla_target.labels(kind=kind, clock="resolution").set(resolution_hours)
         self._satisfaction = Histogram(
             "sada_satisfaction_rating",
             "Satisfaction ratings (1-5), by the unit that closed the submission.",
@@ -444,10 +419,6 @@ class Metrics:
         for k in kinds:
             self._first_response.labels(kind=k)
             self._resolution.labels(kind=k)
-        for k in self.sla:
-            for outcome in ("within", "late"):
-                self._first_outcomes.labels(kind=k, outcome=outcome)
-                self._resolution_outcomes.labels(kind=k, outcome=outcome)
         for u in self.units:
             self._satisfaction.labels(unit=u)
 
@@ -500,18 +471,14 @@ class Metrics:
         if hours is not None:
             k = clamp_kind(kind)
             self._first_response.labels(kind=k).observe(hours)
-            if k in self.sla:
-                outcome = "within" if hours <= self.sla[k][0] else "late"
-                self._first_outcomes.labels(kind=k, outcome=outcome).inc()
+            self.sla.first_response(k, hours)
 
     def resolved(self, kind: str | None, business_hours: float) -> None:
         hours = _duration(business_hours)
         if hours is not None:
             k = clamp_kind(kind)
             self._resolution.labels(kind=k).observe(hours)
-            if k in self.sla:
-                outcome = "within" if hours <= self.sla[k][1] else "late"
-                self._resolution_outcomes.labels(kind=k, outcome=outcome).inc()
+            self.sla.resolved(k, hours)
 
     def satisfaction(self, unit: str | None, rating: int) -> None:
         """Record a 1-5 rating; anything else is not a rating and is not observed."""

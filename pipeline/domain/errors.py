@@ -75,3 +75,11 @@ class UnknownKeyError(SignatureError):
 
 class SigningKeyError(SadaError):
     """The signing key cannot be read or created, or is not the deployment's."""
+
+
+class QueryError(SadaError):
+    """A query parameter (work queue, report) is invalid; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter

@@ -136,6 +136,7 @@ async def _serve(
 ) -> int:
     from sada.consumers.audit_api import routes as audit_routes
     from sada.consumers.dashboard import routes as dashboard_routes
+    from sada.consumers.queue_routes import queue_routes
     from sada.consumers.snapshot import snapshot_source
     from sada.infra.http import build_app
     from sada.pipeline.worker import Worker
@@ -146,7 +147,7 @@ async def _serve(
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape for no SLA value
     registry = CollectorRegistry()
-    metrics = Metrics(registry, config.units.keys())
+    metrics = Metrics(registry, config.units.keys(), sla=config.sla)
     # The projector gets a process of its own unless the database lives in this one.
     projector_url = None if store.in_memory else settings.effective_database_url
     worker = Worker(settings, config, store, metrics, bootstrap, embedded, projector_url, signer)
@@ -159,6 +160,7 @@ async def _serve(
         gateway_routes(settings, config, bootstrap),
         dashboard_routes(worker),
         audit_routes(store, None if notary is None else notary.sign_now),
+        queue_routes(worker.store, worker.config),
     ]
     app = build_app(worker, store, registry, routes)
     runner = web.AppRunner(app, access_log=None)
@@ -172,7 +174,8 @@ async def _serve(
             f"cannot listen on {settings.http_host}:{settings.http_port}: {e.strerror}"
         ) from e
     print(
-        f"sada running: http://{settings.http_host}:{settings.http_port}/healthz "
+        f"sada running: dashboard http://{settings.http_host}:{settings.http_port}/dashboard "
+        f"· health http://{settings.http_host}:{settings.http_port}/healthz "
         f"(broker {bootstrap}{' embedded' if embedded else ''}, "
         f"database {settings.effective_database_url})",
         file=stdout,

@@ -77,9 +77,11 @@ from test_e2e_decisions import (
 from sada.consumers.store import SqlStore
 from sada.consumers.tables import events as events_table
 from sada.infra import topics
+from sada.infra.signing import default_key_name, write_signer
 from sada.infra.topics import ensure_topics
 from sada.pipeline.domain.logcodec import decode_raw
 from sada.pipeline.domain.model import format_time
+from sada.pipeline.domain.note import Signer
 from sada.pipeline.domain.records import ForwardedEvent, InputMark
 from sada.producers.events import build_event, topic_for
 
@@ -311,6 +313,18 @@ class Workers:
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[int, tuple[SadaProcess, int]] = field(default_factory=dict)
     killed: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # One deployment, one signing key and one pseudonym key, whatever the worker:
+        # a worker with keys of its own is refused, as it must be.
+        key_file = self.workdir / "signing.key"
+        if not key_file.exists():
+            write_signer(key_file, Signer.generate(default_key_name("sada.localhost")))
+        self.env = {
+            "SADA_SIGNING_KEY_FILE": str(key_file),
+            "SADA_PSEUDONYM_KEY": f"test-pseudonyms-{self.workdir.name}",
+            **self.env,
+        }
 
     def start(self, i: int) -> SadaProcess:
         port = free_port()

@@ -177,3 +177,12 @@ checkpoints = Table(
 
 # Tables whose rows are state (and so compared across backends); order is for reading only.
 STATE_TABLES = (submissions, votes, responses, escalations, events, archive, checkpoints)
+
+# Fingerprints of the deployment's keys (never the keys): workers with another key refuse to start.
+deployment_keys = Table(
+    "deployment_keys",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("fingerprint", String(HASH_LENGTH), nullable=False),
+    Column("created_at", Instant, nullable=False),
+)

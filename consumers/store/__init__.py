@@ -18,7 +18,8 @@ uses, rebuild mode's included):
 - :mod:`.projection`: the projector's loads, lookups, batch write and outbox;
 - :mod:`.author`: what an author sees for a tracking code;
 - :mod:`.audit`: timelines, the archive and its chains, dumps;
-- :mod:`.operations`: the queries behind /metrics and /dashboard.
+- :mod:`.operations`: the queries behind /metrics and /dashboard;
+- :mod:`.keys`: the fingerprints of the deployment's keys.
 
 Beneath them: :mod:`.engine` (opening the database, SQLite's tuning, the WAL
 checkpointer), :mod:`.rows` and :mod:`.statements` (a batch in stored form,
@@ -31,11 +32,12 @@ from __future__ import annotations
 
 from sada.consumers.store.audit import Audit
 from sada.consumers.store.author import AuthorView
+from sada.consumers.store.keys import DeploymentKeys
 from sada.consumers.store.operations import Operations
 from sada.consumers.store.projection import Projection
 
 __all__ = ["SqlStore"]
 
 
-class SqlStore(Projection, AuthorView, Audit, Operations):
+class SqlStore(Projection, AuthorView, Audit, Operations, DeploymentKeys):
     """The read model, archive and checkpoints in one SQLite or PostgreSQL database."""

@@ -202,6 +202,7 @@ def _next_message(conn: Connection, wait: float) -> tuple[str, Any] | None:
 def _child_main(conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the projector stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so does a stop of the whole group
     try:
         asyncio.run(_child(conn, config, open_store, bootstrap))
     except BaseException as e:  # the parent reports it; this process has no one to tell

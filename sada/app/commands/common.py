@@ -6,14 +6,22 @@ import argparse
 import math
 from pathlib import Path
 
+from sada.app import discovery
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config, load_config
 from sada.pipeline.domain.errors import SettingsError
 
 
 def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
+    """``--bootstrap``, and ``--data-dir`` to find a running embedded broker without it."""
     parser.add_argument(
-        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP)"
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP; default: the embedded broker "
+        "of a sada run on the data directory)",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", type=Path, help="data directory (SADA_DATA_DIR)"
     )
 
 
@@ -24,9 +32,6 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config", metavar="FILE", type=Path, help="organisation config TOML (SADA_CONFIG)"
-    )
-    parser.add_argument(
-        "--data-dir", metavar="DIR", type=Path, help="data directory (SADA_DATA_DIR)"
     )
 
 
@@ -43,10 +48,20 @@ def require_bootstrap(
     settings: Settings,
     message: str = "no Kafka cluster given; pass --bootstrap HOST:PORT or set it",
 ) -> str:
-    """The Kafka bootstrap servers, or a one-line reason naming the variable."""
-    if not settings.kafka_bootstrap:
-        raise SettingsError("SADA_KAFKA_BOOTSTRAP", message)
-    return settings.kafka_bootstrap
+    """The Kafka bootstrap servers, or a one-line reason naming the variable.
+
+    Without one given, the embedded broker of a ``sada run`` on the same data
+    directory, if one is running.
+    """
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    found = discovery.running_bootstrap(settings.data_dir)
+    if found is None:
+        raise SettingsError(
+            "SADA_KAFKA_BOOTSTRAP",
+            f"{message} (no sada run with an embedded broker on {settings.data_dir})",
+        )
+    return found
 
 
 def whole_number(text: str, minimum: int = 1) -> int:

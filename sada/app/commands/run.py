@@ -19,14 +19,18 @@ from typing import TextIO
 from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from sada.app import discovery
 from sada.app.commands.common import add_connection_arguments, resolve_config, resolve_settings
+from sada.app.production import check_production
 from sada.consumers.store import SqlStore
 from sada.infra.broker import EmbeddedBroker, port_is_free
 from sada.infra.metrics import Metrics
+from sada.infra.pseudonym_key import FINGERPRINT_NAME, fingerprint, resolve_key
+from sada.infra.redact import redact_logging
 from sada.infra.settings import Settings
 from sada.infra.topics import ensure_topics
 from sada.pipeline.domain.config import Config
-from sada.pipeline.domain.errors import BrokerError, SadaError
+from sada.pipeline.domain.errors import BrokerError, SadaError, SettingsError
 
 HELP = "run the pipeline: embedded broker (unless --bootstrap), worker, HTTP API"
 
@@ -39,22 +43,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, help="partitions per topic (SADA_PARTITIONS)")
     parser.add_argument("--clock", choices=["wall", "event"], help="pipeline clock (SADA_CLOCK)")
     parser.add_argument("--demo", action="store_true", help="also feed realistic demo traffic")
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="refuse demo settings: demo university, demo keys, no pseudonym key (SADA_ENV)",
+    )
 
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     settings = resolve_settings(args).replace(
-        http_host=args.host, http_port=args.port, partitions=args.partitions, clock=args.clock
+        http_host=args.host,
+        http_port=args.port,
+        partitions=args.partitions,
+        clock=args.clock,
+        production=args.production or None,
     )
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     config = resolve_config(settings)
+    if settings.production:
+        check_production(settings, config)
     if not port_is_free(settings.http_host, settings.http_port):
         raise SadaError(
             f"HTTP port {settings.http_host}:{settings.http_port} is already in use "
             "(another sada run?); choose another with --port or SADA_HTTP_PORT"
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings.replace(pseudonym_key=resolve_key(settings, create=True))
+    assert settings.pseudonym_key is not None
+    configure_logging(settings)  # again, now that the key is known: it is masked too
     broker: EmbeddedBroker | None = None
     bootstrap = settings.kafka_bootstrap
     try:
@@ -64,9 +80,11 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             )
             broker.start()
             bootstrap = broker.bootstrap
-        ensure_topics(bootstrap, settings.partitions)
+            discovery.announce(settings.data_dir, bootstrap)
+        ensure_topics(bootstrap, settings.partitions, timeout=settings.connect_timeout)
         store = SqlStore(settings.effective_database_url)
         store.migrate()
+        _check_key(store, settings.pseudonym_key)
         if broker is not None:
             restored = restore_archive(store, bootstrap)
             if restored:
@@ -76,7 +94,28 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         )
     finally:
         if broker is not None:
+            discovery.withdraw(settings.data_dir, broker.bootstrap)
             broker.stop()
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log at the configured level, with URL passwords and the pseudonym key masked."""
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    redact_logging([settings.pseudonym_key or ""])
+
+
+def _check_key(store: SqlStore, key: str) -> None:
+    """Refuse a pseudonym key other than the deployment's: one voter must stay one voter."""
+    mine = fingerprint(key)
+    theirs = store.claim_key_fingerprint(FINGERPRINT_NAME, mine)
+    if theirs != mine:
+        raise SettingsError(
+            "SADA_PSEUDONYM_KEY",
+            f"this worker's pseudonym key (fingerprint {mine[:12]}) is not the deployment's "
+            f"(fingerprint {theirs[:12]}): start every worker with the same key",
+        )
 
 
 def restore_archive(store: SqlStore, bootstrap: str) -> int:
@@ -141,7 +180,7 @@ async def _serve(
     print(
         f"sada running: http://{settings.http_host}:{settings.http_port}/healthz "
         f"(broker {bootstrap}{' embedded' if embedded else ''}, "
-        f"database {settings.effective_database_url})",
+        f"database {settings.shown_database_url})",
         file=stdout,
         flush=True,
     )
@@ -155,13 +194,16 @@ async def _serve(
     waiter = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(worker.wait())
     await asyncio.wait({waiter, failed}, return_when=asyncio.FIRST_COMPLETED)
+    # Asked to stop: what fails while everything stops (the group's signal reached the
+    # broker too) is not the run's failure.
+    asked = stop.is_set() and worker.failure is None
     if demo_task is not None:
         demo_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await demo_task
     await runner.cleanup()
     await worker.stop()
-    if worker.failure:
+    if worker.failure and not asked:
         print(f"sada run: {worker.failure}", file=stdout, flush=True)
         return 1
     return 0

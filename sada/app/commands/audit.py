@@ -7,10 +7,16 @@ import csv
 import json
 from typing import Any, TextIO
 
-from sada.app.commands.common import add_connection_arguments, resolve_settings
+from sada.app.commands.common import (
+    add_connection_arguments,
+    open_existing_store,
+    resolve_config,
+    resolve_settings,
+)
+from sada.app.times import show_time
 from sada.consumers.store import SqlStore
 from sada.pipeline.domain.calendar import to_jalali
-from sada.pipeline.domain.errors import NotFoundError, SadaError
+from sada.pipeline.domain.errors import NotFoundError, SadaError, StoreError
 from sada.pipeline.domain.model import parse_time
 from sada.pipeline.domain.tracking import parse_tracking_code
 
@@ -28,14 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    store = SqlStore(resolve_settings(args).effective_database_url)
-    if args.audit_command == "verify":
-        return _verify(store, stdout)
-    return _timeline(store, args.code, args.format, stdout)
+    settings = resolve_settings(args)
+    with open_existing_store(settings) as store:
+        if args.audit_command == "verify":
+            return _verify(store, stdout)
+        tz = resolve_config(settings).calendar.timezone
+        return _timeline(store, args.code, args.format, tz, stdout)
 
 
 def _verify(store: SqlStore, stdout: TextIO) -> int:
     report = store.verify_archive()
+    if report.records == 0:
+        raise StoreError("the archive is empty: nothing to verify")
     if report.ok:
         print(
             f"archive ok: {report.records} records in {report.partitions} partition chains",
@@ -98,7 +108,7 @@ def timeline_rows(store: SqlStore, code_text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _timeline(store: SqlStore, code: str, fmt: str, stdout: TextIO) -> int:
+def _timeline(store: SqlStore, code: str, fmt: str, tz: str, stdout: TextIO) -> int:
     rows = timeline_rows(store, code)
     if fmt == "json":
         json.dump(rows, stdout, ensure_ascii=False, indent=2)
@@ -106,14 +116,19 @@ def _timeline(store: SqlStore, code: str, fmt: str, stdout: TextIO) -> int:
     elif fmt == "csv":
         writer = csv.DictWriter(stdout, fieldnames=list(rows[0].keys()) if rows else ["at"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([{k: _csv_value(v) for k, v in r.items()} for r in rows])
     else:
         for r in rows:
             late = " (late)" if r["late"] else ""
-            print(
-                f"{r['at']}  [{r['at_jalali']}]  {r['actor']:<22} {r['change']}{late}", file=stdout
-            )
+            print(f"{show_time(r['at'], tz)}  {r['actor']:<22} {r['change']}{late}", file=stdout)
     return 0
+
+
+def _csv_value(value: Any) -> Any:
+    """CSV spells booleans as JSON does (``true``/``false``), not as Python."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 def _actor(ce: dict[str, Any]) -> str:

@@ -6,10 +6,17 @@ import argparse
 import math
 from pathlib import Path
 
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
 from sada.app import discovery
+from sada.consumers.store import SqlStore
+from sada.consumers.store import engine as engine_
+from sada.infra.reach import require_kafka
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config, load_config
-from sada.pipeline.domain.errors import SettingsError
+from sada.pipeline.domain.errors import SettingsError, StoreError
 
 
 def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
@@ -51,16 +58,16 @@ def require_bootstrap(
     """The Kafka bootstrap servers, or a one-line reason naming the variable.
 
     Without one given, the embedded broker of a ``sada run`` on the same data
-    directory, if one is running.
+    directory, if one is running. An unreachable cluster is a one-line error
+    within ``SADA_CONNECT_TIMEOUT`` seconds.
     """
-    if settings.kafka_bootstrap:
-        return settings.kafka_bootstrap
-    found = discovery.running_bootstrap(settings.data_dir)
-    if found is None:
+    found = settings.kafka_bootstrap or discovery.running_bootstrap(settings.data_dir)
+    if not found:
         raise SettingsError(
             "SADA_KAFKA_BOOTSTRAP",
             f"{message} (no sada run with an embedded broker on {settings.data_dir})",
         )
+    require_kafka(found, settings.connect_timeout)
     return found
 
 
@@ -99,3 +106,39 @@ def positive_float(text: str) -> float:
 
 def resolve_config(settings: Settings) -> Config:
     return load_config(settings.config_path)
+
+
+def connect_url(settings: Settings) -> str:
+    """The database URL, with a connect timeout (``SADA_CONNECT_TIMEOUT``) where it takes one."""
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        seconds = max(1, math.ceil(settings.connect_timeout))
+        url = url.update_query_dict({"connect_timeout": str(seconds)})
+    return url.render_as_string(hide_password=False)
+
+
+def open_existing_store(settings: Settings) -> SqlStore:
+    """The store, for reading only: never created, never migrated.
+
+    A missing SQLite file, or a database without Sada's tables, is a one-line
+    error that says where it looked.
+    """
+    url = make_url(settings.effective_database_url)
+    shown = settings.shown_database_url
+    if url.get_backend_name() == "sqlite" and not engine_.is_memory(url):
+        path = Path(url.database or "")
+        if not url.query.get("uri") and not path.is_file():
+            raise StoreError(
+                f"no Sada database at {path}: give --data-dir of a sada run, or --database URL"
+            )
+    store = SqlStore(connect_url(settings))
+    try:
+        with store.engine.connect() as conn:
+            found = sa_inspect(conn).has_table("archive")
+    except SQLAlchemyError as e:
+        store.close()
+        raise StoreError(f"cannot read the database {shown}: {engine_.describe(e)}") from e
+    if not found:
+        store.close()
+        raise StoreError(f"the database {shown} holds no Sada store (no sada run has used it)")
+    return store

@@ -14,18 +14,25 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from typing import TextIO
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from sada.app import discovery
-from sada.app.commands.common import add_connection_arguments, resolve_config, resolve_settings
+from sada.app.commands.common import (
+    add_connection_arguments,
+    connect_url,
+    resolve_config,
+    resolve_settings,
+)
 from sada.app.production import check_production
 from sada.consumers.store import SqlStore
 from sada.infra.broker import EmbeddedBroker, port_is_free
 from sada.infra.metrics import Metrics
 from sada.infra.pseudonym_key import FINGERPRINT_NAME, fingerprint, resolve_key
+from sada.infra.reach import require_kafka
 from sada.infra.redact import redact_logging
 from sada.infra.settings import Settings
 from sada.infra.topics import ensure_topics
@@ -51,6 +58,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # Until the event loop takes the signals over: SIGTERM stops as Ctrl-C does.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args, stdout)
+    except KeyboardInterrupt:  # stopped while starting: everything started is stopped
+        return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace, stdout: TextIO) -> int:
     settings = resolve_settings(args).replace(
         http_host=args.host,
         http_port=args.port,
@@ -73,6 +94,8 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     configure_logging(settings)  # again, now that the key is known: it is masked too
     broker: EmbeddedBroker | None = None
     bootstrap = settings.kafka_bootstrap
+    if bootstrap is not None:
+        require_kafka(bootstrap, settings.connect_timeout)
     try:
         if bootstrap is None:
             broker = EmbeddedBroker(
@@ -82,7 +105,7 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             bootstrap = broker.bootstrap
             discovery.announce(settings.data_dir, bootstrap)
         ensure_topics(bootstrap, settings.partitions, timeout=settings.connect_timeout)
-        store = SqlStore(settings.effective_database_url)
+        store = SqlStore(connect_url(settings))
         store.migrate()
         _check_key(store, settings.pseudonym_key)
         if broker is not None:
@@ -104,6 +127,11 @@ def configure_logging(settings: Settings) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     redact_logging([settings.pseudonym_key or ""])
+    if settings.log_level == Settings.log_level:
+        # At the default level only Sada speaks; the Kafka clients' retries of an
+        # unreachable broker are one line of Sada's, not dozens of theirs.
+        for name in ("kafka", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _check_key(store: SqlStore, key: str) -> None:

@@ -173,10 +173,40 @@ checkpoints = Table(
     Column("next_offset", BigInteger, nullable=False),
     Column("clock", Instant),
     Column("head_hash", String(HASH_LENGTH), nullable=False),
+    # What the partition's sequencer holds (JSON): watermarks, offsets of held events.
+    Column("pending", Text, nullable=False, server_default=""),
+)
+
+# Inputs that will not take effect: the ledger of rejections and the outbox of sada.dlq.
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("src_topic", Text, nullable=False),
+    Column("src_partition", Integer, nullable=False),
+    Column("src_offset", BigInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("value", LargeBinary),
+    Column("at", Instant),
+    Column("published", Boolean, nullable=False),
+    Index("ix_rejections_outbox", "published", "partition", "offset"),
 )
 
 # Tables whose rows are state (and so compared across backends); order is for reading only.
-STATE_TABLES = (submissions, votes, responses, escalations, events, archive, checkpoints)
+STATE_TABLES = (
+    submissions,
+    votes,
+    responses,
+    escalations,
+    events,
+    rejections,
+    archive,
+    checkpoints,
+)
 
 # Fingerprints of the deployment's keys (never the keys): workers with another key refuse to start.
 deployment_keys = Table(

@@ -23,11 +23,16 @@ from sada.infra import topics
 from sada.infra.metrics import Metrics
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config
+from sada.pipeline.domain.errors import SadaError
 from sada.pipeline.stages.ingress_stage import IngressStage
 from sada.pipeline.stages.projector_process import ProjectorProcess
 from sada.pipeline.stages.projector_stage import ProjectorStage
 
 log = logging.getLogger(__name__)
+
+# Stage consumers fetch every few tens of milliseconds: this long without an
+# answer means the broker is away.
+BROKER_SILENCE_SECONDS = 5.0
 
 
 class Worker:
@@ -56,10 +61,14 @@ class Worker:
         self.started = time.time()
         self.ingress = IngressStage(settings, config, metrics, bootstrap)
         self.projector: ProjectorStage | ProjectorProcess = (
-            ProjectorStage(config, store, metrics, bootstrap)
+            ProjectorStage(config, store, metrics, bootstrap, settings.group)
             if projector_url is None
             else ProjectorProcess(
-                config, functools.partial(SqlStore, projector_url), metrics, bootstrap
+                config,
+                functools.partial(SqlStore, projector_url),
+                metrics,
+                bootstrap,
+                settings.group,
             )
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,7 +114,16 @@ class Worker:
         )
 
     def clock(self) -> datetime | None:
-        return self.ingress.ingress.clock
+        """The pipeline clock: the least clock of the log partitions, as stored.
+
+        Read from the store, so every worker gives the same answer, whichever
+        partitions it projects.
+        """
+        try:
+            clocks = [c.clock for c in self.store.checkpoints() if c.clock is not None]
+        except SadaError:
+            return None
+        return min(clocks) if clocks else None
 
     async def lag(self) -> int:
         return await self.projector.lag()
@@ -117,28 +135,44 @@ class Worker:
             "projector": healthy and self.projector.state == "running",
         }
 
+    def degraded(self) -> str | None:
+        """Why a stage cannot make progress now (it retries by itself), or None."""
+        silent = self.ingress.silent_for()
+        if silent > BROKER_SILENCE_SECONDS:
+            return f"broker {self.bootstrap}: no answer for {silent:.0f} s"
+        return self.projector.degraded
+
     async def health(self) -> dict[str, Any]:
         clock = self.clock()
+        projector = self.projector.stats
+        degraded = self.degraded()
+        status = "ok" if self.ok and degraded is None else ("degraded" if self.ok else "failing")
         return {
-            "status": "ok" if self.ok else "failing",
+            "status": status,
             "failure": self.failure,
+            "degraded": degraded,
             "broker": {"bootstrap": self.bootstrap, "embedded": self.embedded},
+            "group": self.settings.group,
             "topics": [spec.name for spec in topics.TOPICS],
             "workers": {
                 "ingress": {
-                    "state": self.ingress.state,
-                    "received": self.ingress.stats.received,
-                    "accepted": self.ingress.stats.released,
-                    "rejected": self.ingress.stats.rejected,
-                    "duplicates": self.ingress.stats.duplicates,
-                    "late": self.ingress.stats.late,
-                    "buffered": self.ingress.lag(),
+                    **self.ingress.describe(),
+                    # Totals of what was decided, over the partitions this worker projects.
+                    "accepted": projector.accepted,
+                    "rejected": projector.rejected,
+                    "duplicates": projector.duplicates,
+                    "late": projector.late,
+                    "buffered": projector.held,
                 },
                 "projector": {
                     "state": self.projector.state,
-                    "applied": self.projector.stats.applied,
-                    "escalations": self.projector.stats.escalations,
-                    "published": self.projector.stats.published,
+                    "group": f"{self.settings.group}-projector",
+                    "owned": self.projector.owned(),
+                    "applied": projector.applied,
+                    "escalations": projector.escalations,
+                    "published": projector.published,
+                    "dlq": projector.dlq,
+                    "fenced": projector.fenced,
                     "lag": await self.lag(),
                 },
             },

@@ -13,6 +13,7 @@ Imported by the ``test_e2e_*`` modules as a sibling module: ``tests/`` has no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -37,14 +38,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sada.infra import topics
 from sada.infra.broker import free_port as free_port  # re-exported for the tests
-from sada.pipeline.domain.logcodec import decode as decode_log
-from sada.pipeline.domain.logcodec import event_key
+from sada.infra.reading import read_topic_to_end
+from sada.pipeline.domain.logcodec import decode_raw, event_key
+from sada.pipeline.domain.records import ForwardedEvent, OrderedRecord
 from sada.pipeline.domain.tracking import new_tracking_code
-from sada.pipeline.stages.ingress_stage import GROUP as INGRESS_GROUP
-from sada.pipeline.stages.ingress_stage import read_topic_to_end
 from sada.producers.events import build_event
 
 T = TypeVar("T")
+INGRESS_GROUP = "sada-ingress"  # the default group's ingress members
 
 # The console script installed beside the interpreter running the tests: what a user types.
 SADA = str(Path(sys.executable).with_name("sada"))
@@ -313,14 +314,28 @@ def read_topic(bootstrap: str, topic: str) -> list[Record]:
 
 
 def log_events(bootstrap: str) -> list[dict[str, Any]]:
-    """The CloudEvents of the canonical log, in partition and offset order (ticks left out)."""
+    """The CloudEvents forwarded to the canonical log, in partition and offset order.
+
+    Watermarks and rejected inputs are left out; an event delivered twice is
+    forwarded twice (the projector absorbs the second).
+    """
     events = []
     for rec in sorted(read_topic(bootstrap, topics.LOG), key=lambda r: (r.partition, r.offset)):
         assert rec.value is not None, f"canonical-log record without a value at {rec}"
-        _, ce = decode_log(rec.value)
-        if ce is not None:
-            events.append(ce)
+        raw = decode_raw(rec.value)
+        if isinstance(raw, ForwardedEvent) or (
+            isinstance(raw, OrderedRecord) and raw.event is not None
+        ):
+            events.append(raw.event)
     return events
+
+
+def applied_key_counts(database: Path) -> Counter[str]:
+    """How many times each event (``source`` + ``id``) took effect: the SQLite store's ledger."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        return Counter(key for (key,) in conn.execute("SELECT key FROM events"))
 
 
 def log_key_counts(bootstrap: str) -> Counter[str]:
@@ -358,6 +373,24 @@ def settled(bootstrap: str, ends: Mapping[tuple[str, int], int]) -> bool:
     """
     committed = committed_offsets(bootstrap, ends)
     return all(committed[tp] >= end for tp, end in ends.items())
+
+
+def decided(http_port: int) -> bool:
+    """Whether the worker's projector has decided everything in the log and published it.
+
+    Nothing left to apply or held back, every rejection on ``sada.dlq`` and every
+    escalation on ``sada.escalations``.
+    """
+    h = healthz(http_port)
+    if h is None:
+        return False
+    ingress, projector = h["workers"]["ingress"], h["workers"]["projector"]
+    return (
+        projector["lag"] == 0
+        and ingress["buffered"] == 0
+        and projector["dlq"] == ingress["rejected"]
+        and projector["published"] >= projector["escalations"]
+    )
 
 
 class RawProducer:

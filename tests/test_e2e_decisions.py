@@ -65,6 +65,7 @@ from sada.consumers.store import SqlStore
 from sada.consumers.tables import events as events_table
 from sada.infra import topics
 from sada.infra.broker import free_port
+from sada.infra.reading import read_topic_to_end
 from sada.pipeline.domain.config import load_config
 from sada.pipeline.domain.fold import EventRecord, TickRecord
 from sada.pipeline.domain.logcodec import decode as decode_log
@@ -72,7 +73,6 @@ from sada.pipeline.domain.model import format_time
 from sada.pipeline.domain.outbound import escalation_event
 from sada.pipeline.domain.rules import Rules
 from sada.pipeline.domain.tracking import new_tracking_code
-from sada.pipeline.stages.ingress_stage import read_topic_to_end
 from sada.producers.events import build_event, topic_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

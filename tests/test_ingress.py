@@ -1,21 +1,26 @@
-"""Ingress ordering: event-time release, the watermark, idleness, lateness, grace, rejection.
+"""Event time across many ingress members: forwarding, watermarks, ordering in the projector.
 
-The pure :class:`Ingress` is driven with an explicit wall clock ``now``
-(seconds). Decoding and schema validation are injected functions by design;
-here they only parse JSON, since the real contract checks are tested with the
-schemas. The unit tree is the demo university's.
+Pure: :class:`Ingress` members (each owning some input partitions) forward
+messages to a list of canonical-log partitions exactly as the Kafka stage
+would, and a :class:`Projector` per log partition over a :class:`MemoryStore`
+orders and decides. Wall time is an explicit ``now`` (seconds); decoding only
+parses JSON (the contract checks are tested with the schemas).
 
-Every released log record is decoded back with :mod:`sada.pipeline.domain.logcodec`,
-so the tests look at what the projector will see: which events, in what
-order, at what effective instant, and whether late.
+What the tests hold the pipeline to (domain.md, "Arrival order"): an event
+takes effect in the order of its time among its submission's events, whoever
+read it and however the log interleaved; the clock is the least time every
+input partition reached, idle ones aside; a late event takes effect at the
+clock; a vote waits for its submission up to the grace; redeliveries change
+nothing; and one member or three give the same decisions, ids and instants.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import random
 import zlib
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,12 +29,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sada.pipeline.domain.config import load_config
-from sada.pipeline.domain.fold import EventRecord, TickRecord
-from sada.pipeline.domain.ingress import Absorb, Ingress, InputMessage, Output, Reject, Release
-from sada.pipeline.domain.logcodec import decode
+from sada.pipeline.domain.ingress import Forward, Ingress, InputMessage
+from sada.pipeline.domain.memstore import MemoryStore
+from sada.pipeline.domain.projector import Projector
 from sada.pipeline.domain.reasons import Reason
+from sada.pipeline.domain.rules import Rules
 
-UNITS = sorted(load_config().units)
+CONFIG = load_config()
+RULES = Rules.from_config(CONFIG)
 DEPT = "univ.fac-medicine.anatomy"
 TOPIC_OF_TYPE = {
     "sada.submission.created": "sada.submissions",
@@ -40,7 +47,10 @@ TOPIC_OF_TYPE = {
     "sada.satisfaction.rated": "sada.responses",
 }
 SUBS, VOTES, RESPONSES = "sada.submissions", "sada.votes", "sada.responses"
-T = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
+INPUTS = [(SUBS, 0), (SUBS, 1), (VOTES, 0), (VOTES, 1), (RESPONSES, 0), (RESPONSES, 1)]
+LOG_PARTITIONS = 2
+T = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)  # a Saturday, 09:30 in Tehran
+NOW = T.timestamp() + 60 * 86400.0  # wall time: when the history is long past
 
 
 def minutes(n: float) -> datetime:
@@ -56,74 +66,8 @@ def accept_all(ce: object) -> None:
     return None
 
 
-def partition_for(submission_id: str, partitions: int) -> int:
-    return zlib.crc32(submission_id.encode()) % partitions
-
-
-@dataclass
-class Bench:
-    """An ingress, the messages offered to it and everything it output."""
-
-    ingress: Ingress
-    offered: list[InputMessage] = field(default_factory=list)
-    outputs: list[Output] = field(default_factory=list)
-    _offsets: Counter[tuple[str, int]] = field(default_factory=Counter)
-
-    @classmethod
-    def make(cls, **options: Any) -> Bench:
-        settings: dict[str, Any] = {
-            "units": UNITS,
-            "log_partitions": 2,
-            "partition_for": partition_for,
-            "decode": parse_json,
-            "validate": accept_all,
-            "topic_of_type": TOPIC_OF_TYPE,
-            "clock_mode": "event",
-            "idle_seconds": 30.0,
-            "tick_seconds": 0.0,
-            "grace_seconds": 10.0,
-        }
-        settings.update(options)
-        return cls(Ingress(**settings))
-
-    def send(
-        self, topic: str, partition: int, ce: dict[str, Any], now: float
-    ) -> tuple[InputMessage, list[Output]]:
-        offset = self._offsets[(topic, partition)]
-        self._offsets[(topic, partition)] += 1
-        sid = str(ce.get("data", {}).get("submission_id", ""))
-        msg = InputMessage(topic, partition, offset, sid.encode(), json.dumps(ce).encode())
-        self.offered.append(msg)
-        out = self.ingress.offer(msg, now)
-        self.outputs += out
-        return msg, out
-
-    def poll(self, now: float) -> list[Output]:
-        out = self.ingress.poll(now)
-        self.outputs += out
-        return out
-
-    def released_events(self) -> list[tuple[EventRecord, dict[str, Any]]]:
-        """Released event records, decoded, in release order."""
-        out = []
-        for o in self.outputs:
-            if isinstance(o, Release) and o.settles is not None:
-                record, ce = decode(o.value)
-                assert isinstance(record, EventRecord) and ce is not None
-                out.append((record, ce))
-        return out
-
-    def released_ids(self) -> list[str]:
-        return [ce["id"] for _, ce in self.released_events()]
-
-    def assert_each_offer_settled_once(self) -> None:
-        """Every offered message ends in exactly one Release, Reject or Absorb."""
-        settled = Counter(
-            o.settles if isinstance(o, Release) else o.message.position
-            for o in self.outputs
-            if not (isinstance(o, Release) and o.settles is None)
-        )
-        assert settled == Counter(m.position for m in self.offered)
+def partition_for(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
 
 
 _ids = itertools.count()
@@ -160,308 +104,368 @@ def created(sid: str, time: datetime, unit: str = DEPT, **extra: Any) -> Any:
     )
 
 
-def vote(sid: str, time: datetime, voter: str = "v", **extra: Any) -> Any:
-    return event("sada.vote.cast", sid, time, voter_id=voter, stance="support", **extra)
+def vote(sid: str, voter: str, time: datetime, stance: str = "support", **kw: Any) -> Any:
+    return event("sada.vote.cast", sid, time, voter_id=voter, stance=stance, **kw)
 
 
-# -- ordering and the watermark ----------------------------------------------------------
+def answer(sid: str, time: datetime) -> Any:
+    return event(
+        "sada.response.posted",
+        sid,
+        time,
+        response_id=f"r-{next(_ids)}",
+        unit_id=DEPT,
+        kind="answer",
+        body="done",
+    )
 
 
-def test_two_partitions_are_merged_in_event_time_order_up_to_the_least_time() -> None:
-    bench = Bench.make()
-    bench.send(SUBS, 0, created("s1", minutes(0)), now=0)
-    # Two vote partitions arrive interleaved and out of order between them.
-    for i, m in enumerate([1, 5, 9]):
-        bench.send(VOTES, 0, vote("s1", minutes(m), voter=f"a{i}"), now=1)
-    for i, m in enumerate([2, 3, 10]):
-        bench.send(VOTES, 1, vote("s1", minutes(m), voter=f"b{i}"), now=1)
-    # The submissions partition has reached only minute 0: it holds the clock there.
-    assert bench.ingress.clock == minutes(0)
-    assert [r.event.time for r, _ in bench.released_events()] == [minutes(0)]
-    # It moves on to minute 20; the least time of the three partitions is now 9.
-    bench.send(SUBS, 0, created("s2", minutes(20)), now=2)
-    assert bench.ingress.clock == minutes(9)
-    released = [r.event.time for r, _ in bench.released_events()]
-    assert released == [minutes(m) for m in [0, 1, 2, 3, 5, 9]]
-    bench.send(VOTES, 0, vote("s1", minutes(15), voter="a9"), now=3)
-    assert bench.ingress.clock == minutes(10)
-    records = [r for r, _ in bench.released_events()]
-    assert [r.event.time for r in records] == [minutes(m) for m in [0, 1, 2, 3, 5, 9, 10]]
-    # In time: each takes effect at its own time.
-    assert all(r.at == r.event.time and not r.late for r in records)
+def topic_of(ce: dict[str, Any]) -> str:
+    return TOPIC_OF_TYPE[ce["type"]]
+
+
+@dataclass
+class Deployment:
+    """Ingress members over the input partitions, a log, and one projector per log partition."""
+
+    members: list[Ingress]
+    owners: dict[tuple[str, int], Ingress]
+    store: MemoryStore = field(default_factory=MemoryStore)
+    log: list[list[bytes]] = field(default_factory=lambda: [[] for _ in range(LOG_PARTITIONS)])
+    applied: list[int] = field(default_factory=lambda: [0] * LOG_PARTITIONS)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    projectors: dict[int, Projector] = field(default_factory=dict)
+
+    @classmethod
+    def make(
+        cls, members: int = 1, seed: int = 0, start: float = NOW, **options: Any
+    ) -> Deployment:
+        kw: dict[str, Any] = {
+            "units": CONFIG.units.keys(),
+            "log_partitions": LOG_PARTITIONS,
+            "partition_for": partition_for,
+            "decode": parse_json,
+            "validate": accept_all,
+            "topic_of_type": TOPIC_OF_TYPE,
+            "clock_mode": "event",
+            "idle_seconds": 30.0,
+            "tick_seconds": 1.0,
+            "grace_seconds": 600.0,
+        }
+        kw.update(options)
+        ingresses = [Ingress(**kw) for _ in range(members)]
+        rng = random.Random(seed)
+        tps = list(INPUTS)
+        rng.shuffle(tps)
+        owners = {tp: ingresses[i % members] for i, tp in enumerate(tps)}
+        for ing in ingresses:
+            ing.assign([tp for tp, o in owners.items() if o is ing], len(INPUTS), start)
+        return cls(ingresses, owners)
+
+    def publish(self, ce: dict[str, Any], partition: int | None = None, now: float = NOW) -> None:
+        """One input message, read at once by its partition's owner, forwarded to the log."""
+        topic = topic_of(ce)
+        p = partition if partition is not None else partition_for(ce["subject"], 2)
+        self.raw(topic, p, json.dumps(ce).encode(), now)
+
+    def raw(self, topic: str, p: int, value: bytes, now: float = NOW) -> None:
+        offset = self.offsets.get((topic, p), 0)
+        self.offsets[(topic, p)] = offset + 1
+        member = self.owners[(topic, p)]
+        msg = InputMessage(topic, p, offset, b"k", value)
+        self._append(member.offer_many([msg], now))
+
+    def mark(self, now: float = NOW, members: Sequence[Ingress] | None = None) -> None:
+        for member in members if members is not None else self.members:
+            self._append(member.marks(now))
+
+    def idle(self, now: float) -> None:
+        """Every input partition quiet long enough: the members say so."""
+        self.mark(now)
+
+    def _append(self, outputs: list[Forward]) -> None:
+        for out in outputs:
+            self.log[out.log_partition].append(out.value)
+
+    def project(self, batch: int = 1000) -> None:
+        """Every log partition's projector applies what it has not applied yet."""
+        for p in range(LOG_PARTITIONS):
+            projector = self.projectors.get(p) or Projector(RULES, self.store, p)
+            self.projectors[p] = projector
+            records = self.log[p]
+            while projector.next_offset < len(records):
+                start = projector.next_offset
+                chunk = list(enumerate(records))[start : start + batch]
+                projector.apply_batch(chunk)
+
+    def restart(self) -> None:
+        """Every projector rebuilt from the store, as after a crash or rebalance."""
+        self.projectors = {}
+
+    # -- what came out --------------------------------------------------------------
+
+    def rejected(self) -> dict[str, str]:
+        return {k.split(" ", 1)[-1]: r.reason for k, r in self.store.rejections.items()}
+
+    def outcome(self) -> tuple[Any, ...]:
+        states = sorted(
+            ((p, s) for p, s in self.store.states.values()), key=lambda ps: ps[1].submission_id
+        )
+        escalations = sorted(
+            (e.event_id, e.time, e.reason, e.to_level) for e in self.store.escalations.values()
+        )
+        events = sorted((e.key, e.at, e.late, e.effective) for e in self.store.events.values())
+        return (states, escalations, events, sorted(self.rejected().items()))
+
+
+def _applied_order(d: Deployment, sid: str) -> list[str]:
+    # The ledger keeps the order events were applied in.
+    return [e.key.split(" ", 1)[1] for e in d.store.events.values() if e.submission_id == sid]
+
+
+# -- ordering -----------------------------------------------------------------------------
+
+
+def test_events_take_effect_in_event_time_order_whatever_the_arrival_order() -> None:
+    d = Deployment.make(members=2)
+    sub = created("s1", minutes(0), id="c")
+    v_late_sent = vote("s1", "u1", minutes(3), id="v3")
+    v_early_sent = vote("s1", "u2", minutes(1), id="v1")
+    d.publish(sub, 0)
+    d.publish(v_late_sent, 0)  # arrives first, on one votes partition
+    d.publish(v_early_sent, 1)  # arrives second, on the other
+    d.publish(answer("s1", minutes(2)) | {"id": "a2"}, 0)
+    d.mark()
+    d.idle(NOW + 60)
+    d.project()
+    assert _applied_order(d, "s1") == ["c", "v1", "a2", "v3"]
+
+
+def test_the_clock_waits_for_every_input_partition() -> None:
+    d = Deployment.make(members=3, idle_seconds=30.0)
+    d.publish(created("s1", minutes(0), id="c"), 0)
+    d.publish(vote("s1", "u1", minutes(5), id="v"), 0)
+    # Only the members owning some partitions report: nothing can be released yet.
+    d.mark(members=d.members[:2])
+    d.project()
+    assert d.store.events == {}
+    # The last member reports its partitions (active, no events yet): still held.
+    d.mark(members=d.members[2:])
+    d.project()
+    assert d.store.events == {}
+    # Once every partition has gone quiet, the clock reaches the latest event.
+    d.idle(NOW + 60)
+    d.project()
+    assert _applied_order(d, "s1") == ["c", "v"]
 
 
 def test_an_idle_partition_stops_holding_the_clock_back() -> None:
-    bench = Bench.make(idle_seconds=30.0)
-    bench.send(SUBS, 0, created("s1", minutes(0)), now=0)
-    bench.send(VOTES, 1, vote("s1", minutes(1)), now=0)  # votes/1 then falls silent
-    bench.send(VOTES, 0, vote("s1", minutes(30), voter="w"), now=10)
-    bench.send(SUBS, 0, created("s2", minutes(40)), now=10)
-    assert bench.ingress.clock == minutes(1)  # votes/1 is still active, at minute 1
-    bench.send(VOTES, 0, vote("s1", minutes(35), voter="x"), now=29.9)
-    bench.send(SUBS, 0, created("s3", minutes(41)), now=29.9)
-    assert bench.ingress.clock == minutes(1)
-    # 30 s after votes/1 was last heard of, only the active partitions count: minute 35.
-    bench.poll(now=30)
-    assert bench.ingress.clock == minutes(35)
-    assert [r.event.time for r, _ in bench.released_events()] == [
-        minutes(m) for m in [0, 1, 30, 35]
-    ]
-
-
-def test_a_partition_assigned_but_silent_holds_the_clock_until_idle() -> None:
-    bench = Bench.make(idle_seconds=30.0)
-    bench.ingress.track_partitions([(SUBS, 0), (VOTES, 0)], now=0)
-    # The votes partition delivers first; the submissions partition may still hold
-    # older events not yet fetched, so nothing is released and nothing is late.
-    bench.send(VOTES, 0, vote("s1", minutes(60)), now=1)
-    assert bench.ingress.clock is None
-    bench.send(SUBS, 0, created("s1", minutes(0)), now=2)
-    records = [r for r, _ in bench.released_events()]
-    assert [(r.event.time, r.late) for r in records] == [(minutes(0), False)]
-    # A partition that never delivers stops holding the clock once idle.
-    other = Bench.make(idle_seconds=30.0)
-    other.ingress.track_partitions([(SUBS, 0), (SUBS, 1)], now=0)
-    other.send(SUBS, 0, created("s1", minutes(0)), now=1)
-    assert other.ingress.clock is None
-    other.poll(now=30)
-    assert other.ingress.clock == minutes(0)
-
-
-def test_wall_mode_all_idle_moves_the_clock_to_wall_time_and_ticks_every_log_partition() -> None:
-    bench = Bench.make(clock_mode="wall", idle_seconds=5.0, log_partitions=3)
-    wall = T + timedelta(hours=2)
-    bench.send(SUBS, 0, created("s1", minutes(0)), now=wall.timestamp())
-    # A producer whose clock runs an hour ahead cannot pull decisions into the future.
-    bench.send(VOTES, 0, vote("s1", wall + timedelta(hours=1)), now=wall.timestamp())
-    assert bench.ingress.clock == minutes(0)  # subs/0 is active at minute 0
-    later = wall + timedelta(seconds=10)
-    out = bench.poll(now=later.timestamp())
-    assert bench.ingress.clock == later
-    ticks = [o for o in out if isinstance(o, Release) and o.settles is None]
-    assert sorted(o.log_partition for o in ticks) == [0, 1, 2]
-    for o in ticks:
-        record, ce = decode(o.value)
-        assert ce is None and record == TickRecord(later)
-    assert len(bench.released_events()) == 1  # the early vote still waits for its time
-    bench.poll(now=(wall + timedelta(hours=1, seconds=1)).timestamp())
-    assert len(bench.released_events()) == 2
-
-
-def test_event_mode_all_idle_moves_the_clock_to_the_greatest_time_seen() -> None:
-    bench = Bench.make(clock_mode="event", idle_seconds=5.0)
-    bench.send(SUBS, 0, created("s1", minutes(0)), now=0)
-    bench.send(VOTES, 0, vote("s1", minutes(50)), now=0)
-    bench.send(VOTES, 1, vote("s1", minutes(70), voter="w"), now=0)
-    assert bench.ingress.clock == minutes(0)
-    bench.poll(now=5)
-    assert bench.ingress.clock == minutes(70)
-    assert [r.event.time for r, _ in bench.released_events()] == [
-        minutes(0),
-        minutes(50),
-        minutes(70),
-    ]
-    # Nothing arrives for a long while: in event mode the clock stays put.
-    bench.poll(now=10_000)
-    assert bench.ingress.clock == minutes(70)
-
-
-# -- late events, duplicates, missing submissions ----------------------------------------
+    d = Deployment.make(members=1, idle_seconds=5.0)
+    d.publish(created("s1", minutes(0), id="c"), 0, now=NOW)
+    d.publish(vote("s1", "u1", minutes(1), id="v1"), 0, now=NOW)
+    d.mark(NOW)  # partitions that delivered nothing were taken just now: they hold
+    d.project()
+    assert d.store.events == {}
+    d.publish(vote("s1", "u2", minutes(2), id="v2"), 1, now=NOW + 10)
+    d.mark(NOW + 10)  # everything quiet for 10 s is idle now; only votes/1 is active
+    d.project()
+    # votes/1 reached minute 2: what is before minute 2 goes, the vote at minute 2 waits.
+    assert _applied_order(d, "s1") == ["c", "v1"]
+    d.mark(NOW + 20)  # votes/1 quiet too: every input idle, the clock takes the rest
+    d.project()
+    assert _applied_order(d, "s1") == ["c", "v1", "v2"]
 
 
 def test_a_late_event_takes_effect_at_the_clock_and_is_marked_late() -> None:
-    bench = Bench.make(idle_seconds=5.0)
-    bench.send(SUBS, 0, created("s1", minutes(0)), now=0)
-    bench.send(VOTES, 0, vote("s1", minutes(30)), now=0)
-    bench.poll(now=5)
-    assert bench.ingress.clock == minutes(30)
-    _, out = bench.send(VOTES, 1, vote("s1", minutes(10), voter="late"), now=6)
-    [release] = [o for o in out if isinstance(o, Release) and o.settles is not None]
-    assert release.late
-    record, ce = decode(release.value)
-    assert isinstance(record, EventRecord)
-    assert (record.at, record.late, record.event.time) == (minutes(30), True, minutes(10))
-    assert ce is not None and ce["time"] == minutes(10).isoformat()  # stored as sent
+    d = Deployment.make(members=1)
+    d.publish(created("s1", minutes(0), id="c"), 0)
+    d.publish(vote("s1", "u1", minutes(30), id="v30"), 0)
+    d.idle(NOW + 60)
+    d.project()
+    clock = d.projectors[partition_for("s1", LOG_PARTITIONS)].sequencer.clock
+    assert clock == minutes(30)
+    d.publish(vote("s1", "u2", minutes(10), id="v10"), 1, now=NOW + 61)
+    d.project()
+    late = d.store.events["/test/ingress v10"]
+    assert (late.late, late.time, late.at) == (True, minutes(10), minutes(30))
 
 
-def test_the_same_source_and_id_is_absorbed_once_seen() -> None:
-    bench = Bench.make()
-    bench.send(SUBS, 0, created("s1", minutes(0)), now=0)
-    first = vote("s1", minutes(1), id="vote-1")
-    bench.send(VOTES, 0, first, now=0)
-    # Redelivered while buffered, and again after release: absorbed both times.
-    msg, out = bench.send(VOTES, 0, dict(first), now=0)
-    assert out == [Absorb(msg, "sada.vote.cast")]
-    bench.poll(now=100)
-    assert bench.released_ids().count("vote-1") == 1
-    msg, out = bench.send(VOTES, 1, dict(first), now=101)
-    assert out == [Absorb(msg, "sada.vote.cast")]
-    # The same id from another source is another event.
-    bench.send(VOTES, 0, vote("s1", minutes(2), source="/test/other", id="vote-1"), now=102)
-    bench.poll(now=200)
-    assert bench.released_ids().count("vote-1") == 2
-    bench.assert_each_offer_settled_once()
-
-
-def test_a_vote_before_its_submission_waits_and_follows_it_in_event_time() -> None:
-    bench = Bench.make()
-    bench.ingress.track_partitions([(SUBS, 0), (VOTES, 0)], now=0)
-    # The vote (minute 5) arrives before its submission (minute 0) is published.
-    bench.send(VOTES, 0, vote("s9", minutes(5)), now=0)
-    assert bench.released_events() == []
-    bench.send(SUBS, 0, created("s9", minutes(0)), now=1)
-    # The clock is at minute 0: the submission is logged, the vote is not yet due.
-    assert bench.ingress.clock == minutes(0)
-    assert [ce["type"] for _, ce in bench.released_events()] == ["sada.submission.created"]
-    # Another submission at minute 3 is in time (not overtaken by the waiting vote).
-    bench.send(SUBS, 0, created("s10", minutes(3)), now=2)
-    bench.send(SUBS, 0, created("s11", minutes(6)), now=3)
-    records = [(r.event.submission_id, r.at, r.late) for r, _ in bench.released_events()]
-    assert records == [
-        ("s9", minutes(0), False),
-        ("s10", minutes(3), False),
-        ("s9", minutes(5), False),
-    ]
-    bench.poll(now=60)
-    bench.assert_each_offer_settled_once()
-
-
-def test_a_vote_stamped_before_its_submission_follows_it() -> None:
-    bench = Bench.make()
-    bench.send(VOTES, 0, vote("s1", minutes(0)), now=0)
-    bench.send(SUBS, 0, created("s1", minutes(2)), now=0)
-    bench.poll(now=100)
-    records = [(ce["type"], r.at) for r, ce in bench.released_events()]
-    assert records == [("sada.submission.created", minutes(2)), ("sada.vote.cast", minutes(2))]
-
-
-def test_a_vote_for_a_submission_that_never_comes_is_rejected_after_the_grace() -> None:
-    bench = Bench.make(grace_seconds=10.0)
-    msg, _ = bench.send(VOTES, 0, vote("ghost", minutes(0)), now=0)
-    assert not [o for o in bench.poll(now=9.9) if isinstance(o, Reject)]
-    [reject] = [o for o in bench.poll(now=10) if isinstance(o, Reject)]
-    assert (reject.message, reject.reason) == (msg, Reason.UNKNOWN_SUBMISSION)
-    assert bench.released_events() == []
-    bench.poll(now=100)
-    bench.assert_each_offer_settled_once()
-
-
-def test_the_grace_does_not_run_out_while_the_submissions_topic_is_behind() -> None:
-    # A burst: the consumer has handed over the votes, but the submissions
-    # partition still holds unread records (a backlog), so a waiting vote's
-    # submission may simply not be read yet.
-    bench = Bench.make(grace_seconds=10.0, idle_seconds=2.0)
-    bench.send(VOTES, 0, vote("late-read", minutes(1)), now=0)
-    for now in (5.0, 10.0, 15.0, 20.0):
-        bench.ingress.backlogged((SUBS, 0), now)
-        assert not [o for o in bench.poll(now=now) if isinstance(o, Reject)]
-    # Read at last: the vote follows its submission instead of being rejected.
-    bench.send(SUBS, 0, created("late-read", minutes(0)), now=21)
-    bench.poll(now=100)
-    assert [ce["type"] for _, ce in bench.released_events()] == [
-        "sada.submission.created",
-        "sada.vote.cast",
-    ]
-    bench.assert_each_offer_settled_once()
-    # Once the topic has caught up, a submission that never comes is rejected.
-    ghost, _ = bench.send(VOTES, 0, vote("ghost", minutes(2)), now=100)
-    [reject] = [o for o in bench.poll(now=110) if isinstance(o, Reject)]
-    assert (reject.message, reject.reason) == (ghost, Reason.UNKNOWN_SUBMISSION)
-
-
-def test_unknown_units_and_wrong_topics_are_rejected() -> None:
-    bench = Bench.make()
-    msg, out = bench.send(SUBS, 0, created("s1", minutes(0), unit="univ.nowhere"), now=0)
-    assert [(o.reason, o.message) for o in out if isinstance(o, Reject)] == [
-        (Reason.UNKNOWN_UNIT, msg)
-    ]
-    bench.send(SUBS, 0, created("s2", minutes(0)), now=0)
-    referral = event(
-        "sada.response.posted",
-        "s2",
-        minutes(1),
-        response_id="r1",
-        unit_id=DEPT,
-        kind="referral",
-        referred_to_unit_id="univ.nowhere",
+def test_watermarks_never_move_a_partition_back() -> None:
+    d = Deployment.make(members=1, idle_seconds=1000.0)
+    for i, tp in enumerate(INPUTS):
+        ce = created(f"s{i}", minutes(10)) if tp[0] == SUBS else None
+        if ce is None:
+            ce = vote("s0", f"u{i}", minutes(10)) if tp[0] == VOTES else answer("s0", minutes(10))
+        d.publish(ce, tp[1])
+    d.mark()
+    d.project()
+    p = partition_for("s0", LOG_PARTITIONS)
+    before = d.projectors[p].sequencer.clock
+    # A new owner starting from scratch reports less: ignored.
+    fresh = Ingress(
+        units=CONFIG.units.keys(),
+        log_partitions=LOG_PARTITIONS,
+        partition_for=partition_for,
+        decode=parse_json,
+        validate=accept_all,
+        topic_of_type=TOPIC_OF_TYPE,
+        clock_mode="event",
+        idle_seconds=1000.0,
     )
-    msg, out = bench.send(RESPONSES, 0, referral, now=0)
-    assert [(o.reason, o.message) for o in out if isinstance(o, Reject)] == [
-        (Reason.UNKNOWN_UNIT, msg)
-    ]
-    msg, out = bench.send(SUBS, 0, vote("s2", minutes(1)), now=0)  # a vote on the wrong topic
-    assert [(o.reason, o.message) for o in out if isinstance(o, Reject)] == [
-        (Reason.WRONG_TOPIC, msg)
-    ]
-    bench.poll(now=100)
-    assert [ce["data"]["submission_id"] for _, ce in bench.released_events()] == ["s2"]
-    bench.assert_each_offer_settled_once()
+    fresh.assign(INPUTS, len(INPUTS), NOW)
+    d._append(fresh.marks(NOW))
+    d.project()
+    assert before is not None and d.projectors[p].sequencer.clock == before
 
 
-# -- every message settles exactly once ------------------------------------------------
+# -- waiting, duplicates, rejections --------------------------------------------------------
 
 
-@st.composite
-def traffic(draw: st.DrawFn) -> list[tuple[float, str, int, dict[str, Any]]]:
-    """Messages with their wall arrival time: valid, duplicated, orphaned, misrouted."""
-    out: list[tuple[float, str, int, dict[str, Any]]] = []
-    now = 0.0
-    sent: list[tuple[str, int, dict[str, Any]]] = []
-    for _ in range(draw(st.integers(1, 40))):
-        now += draw(st.sampled_from([0.0, 0.5, 3.0, 12.0]))
-        sid = draw(st.sampled_from(["s1", "s2", "s3", "ghost"]))
-        time = minutes(draw(st.integers(0, 120)))
-        kind = draw(st.sampled_from(["created", "vote", "vote", "response", "again", "astray"]))
-        partition = draw(st.integers(0, 1))
-        if kind == "again" and sent:
-            topic, partition, ce = draw(st.sampled_from(sent))
-            out.append((now, topic, partition, ce))
-            continue
-        if kind == "created" and sid != "ghost":
-            unit = draw(st.sampled_from([DEPT, DEPT, "univ.nowhere"]))
-            topic, ce = SUBS, created(sid, time, unit=unit)
-        elif kind == "response":
-            topic = RESPONSES
-            ce = event(
-                "sada.response.posted", sid, time, response_id="r", unit_id=DEPT, kind="answer"
-            )
-        else:
-            topic, ce = VOTES, vote(sid, time, voter=draw(st.sampled_from("abc")))
-            if kind == "astray":
-                topic = RESPONSES
-        sent.append((topic, partition, ce))
-        out.append((now, topic, partition, ce))
-    return out
+def test_a_vote_before_its_submission_waits_and_then_follows_it() -> None:
+    d = Deployment.make(members=2, grace_seconds=600.0)
+    d.publish(vote("s1", "u1", minutes(1), id="early"), 0)
+    d.publish(created("s1", minutes(2), id="c"), 0)
+    d.idle(NOW + 60)
+    d.project()
+    assert _applied_order(d, "s1") == ["c", "early"]
+    assert d.store.events["/test/ingress early"].at == minutes(2)
+    state = d.store.states["s1"][1]
+    assert state.support == 1
 
 
-@settings(max_examples=150, deadline=None)
-@given(traffic(), st.sampled_from(["event", "wall"]))
-def test_every_offered_message_settles_exactly_once_and_the_log_is_ordered(
-    messages: list[tuple[float, str, int, dict[str, Any]]], clock_mode: str
-) -> None:
-    base = T.timestamp()  # wall time starts at minute 0 of the event times
-    bench = Bench.make(clock_mode=clock_mode, idle_seconds=5.0, grace_seconds=10.0)
-    for now, topic, partition, ce in messages:
-        bench.send(topic, partition, ce, now=base + now)
-    bench.poll(now=base + messages[-1][0] + 3 * 3600)
-    bench.assert_each_offer_settled_once()
-    assert bench.ingress.buffered == 0
-    # The canonical log: effective instants never go back, events never precede their
-    # submission, and an event takes effect at its own time unless late or following.
-    ats: list[datetime] = []
-    created_at: dict[str, datetime] = {}
-    for o in bench.outputs:
-        if not isinstance(o, Release):
-            continue
-        record, logged = decode(o.value)
-        ats.append(record.at)
-        if isinstance(record, EventRecord):
-            assert logged is not None
-            sid = record.event.submission_id
-            if logged["type"] == "sada.submission.created":
-                created_at[sid] = record.at
-            assert sid in created_at
-            assert record.at >= record.event.time
-            if not record.late:
-                assert record.at == max(record.event.time, created_at[sid])
-    assert ats == sorted(ats)
+def test_a_vote_whose_submission_never_comes_is_rejected_after_the_grace() -> None:
+    d = Deployment.make(
+        members=1,
+        start=minutes(0).timestamp(),
+        clock_mode="wall",
+        grace_seconds=60.0,
+        idle_seconds=5.0,
+    )
+    d.publish(vote("ghost", "u1", minutes(1), id="orphan"), 0, now=minutes(1).timestamp())
+    d.idle(minutes(1.5).timestamp())
+    d.project()
+    assert d.rejected() == {}  # within the grace: it waits
+    d.idle(minutes(3).timestamp())
+    d.project()
+    assert d.rejected() == {"orphan": Reason.UNKNOWN_SUBMISSION}
+    # The DLQ outbox has it once, with the input position.
+    (rej,) = d.store.unpublished_rejections()
+    assert rej.src == (VOTES, 0, 0)
+
+
+def test_redeliveries_change_nothing_wherever_they_arrive() -> None:
+    d = Deployment.make(members=3)
+    sub = created("s1", minutes(0), id="c")
+    v = vote("s1", "u1", minutes(1), id="v")
+    for ce, p in ((sub, 0), (v, 0), (v, 1), (sub, 1), (v, 0)):
+        d.publish(ce, p)
+    bad = b'{"source": "/x", "id": "bad", "type": "nonsense"}'
+    d.raw(VOTES, 0, bad)
+    d.raw(VOTES, 1, bad)  # the same bad event again: absorbed, rejected once
+    d.idle(NOW + 60)
+    d.project()
+    assert sorted(d.store.events) == ["/test/ingress c", "/test/ingress v"]
+    assert d.store.states["s1"][1].support == 1
+    assert list(d.store.rejections) == ["/x bad"]
+
+
+def test_a_second_submission_with_the_same_id_or_tracking_code_is_rejected() -> None:
+    d = Deployment.make(members=1)
+    d.publish(created("s1", minutes(0), id="c1", tracking_code="1111"), 0)
+    d.publish(created("s1", minutes(1), id="c2", tracking_code="2222"), 1)
+    d.publish(created("s2", minutes(2), id="c3", tracking_code="1111"), 0)
+    d.idle(NOW + 60)
+    d.project()
+    rejected = d.rejected()
+    assert rejected["c2"] == Reason.DUPLICATE_SUBMISSION
+    assert rejected["c3"] == Reason.DUPLICATE_TRACKING_CODE
+
+
+def test_an_event_stamped_too_far_ahead_is_rejected_at_once() -> None:
+    d = Deployment.make(members=1, max_future_seconds=300.0)
+    ahead = datetime.fromtimestamp(NOW, UTC) + timedelta(minutes=6)
+    d.publish(created("s1", ahead, id="future"), 0)
+    d.project()
+    assert d.rejected() == {"future": Reason.TIME_IN_FUTURE}
+
+
+# -- independence from the number of members and from restarts -------------------------------
+
+
+def _history(rng: random.Random, n_subs: int = 6, n_events: int = 60) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for i in range(n_subs):
+        sid = f"s{i}"
+        at = minutes(rng.randrange(0, 60 * 24 * 3))
+        events.append(created(sid, at, id=f"c{i}"))
+        for j in range(n_events // n_subs):
+            when = at + timedelta(minutes=rng.randrange(-30, 60 * 24 * 7))
+            if rng.random() < 0.15:
+                events.append(answer(sid, when) | {"id": f"a{i}-{j}"})
+            else:
+                events.append(vote(sid, f"u{rng.randrange(8)}", when, id=f"v{i}-{j}"))
+    return events
+
+
+def _run(
+    events: list[dict[str, Any]],
+    members: int,
+    seed: int,
+    restarts: bool = False,
+    batch: int = 1000,
+) -> tuple[Any, ...]:
+    """Publish ``events`` in time order, each to a partition of its topic chosen by ``seed``.
+
+    Deadlines are a week long here, so the ladder of support thresholds is set low.
+    """
+    rng = random.Random(seed)
+    d = Deployment.make(members=members, seed=seed, idle_seconds=30.0)
+    clock = NOW
+    for i, ce in enumerate(sorted(events, key=lambda e: (e["time"], e["id"]))):
+        d.publish(ce, rng.randrange(2), now=clock)
+        if rng.random() < 0.3:
+            d.mark(clock, members=[d.members[rng.randrange(members)]])
+        if i % 7 == 0:
+            d.project(batch)
+            if restarts:
+                d.restart()
+        clock += 0.01
+    d.idle(clock + 60)
+    d.project(batch)
+    d.idle(clock + 120)
+    d.project(batch)
+    return d.outcome()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), split=st.integers(0, 10_000))
+def test_one_member_and_three_give_the_same_decisions(seed: int, split: int) -> None:
+    events = _history(random.Random(seed))
+    one = _run(events, members=1, seed=split)
+    three = _run(events, members=3, seed=split + 1)
+    assert one == three
+    assert one[1], "the history escalated nothing: the comparison would prove little"
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 9))
+def test_restarts_and_batch_sizes_change_nothing(seed: int, batch: int) -> None:
+    events = _history(random.Random(seed))
+    calm = _run(events, members=2, seed=seed)
+    interrupted = _run(events, members=2, seed=seed, restarts=True, batch=batch)
+    assert calm == interrupted
+
+
+def test_what_a_partition_holds_survives_a_restart() -> None:
+    wall = minutes(0).timestamp()
+    d = Deployment.make(members=1, start=wall, clock_mode="wall", idle_seconds=5.0)
+    ahead = minutes(0.5)  # 30 s ahead of the wall clock: accepted, held until then
+    d.publish(created("s1", ahead, id="ahead"), 0, now=wall)
+    d.idle(wall + 6)
+    d.project()
+    assert d.store.events == {}
+    assert d.store.checkpoints[partition_for("s1", LOG_PARTITIONS)].pending
+    d.restart()
+    d.idle(wall + 40)
+    d.project()
+    assert sorted(d.store.events) == ["/test/ingress ahead"]

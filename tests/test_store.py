@@ -798,6 +798,7 @@ def test_sqlite_and_postgresql_hold_identical_contents(open_store: OpenStore) ->
         "responses": 9,
         "escalations": 6,
         "events": sum(len(b.applied) for h in histories for b in h.batches),
+        "rejections": 0,
         "archive": sum(len(b.archive) for h in histories for b in h.batches),
         "checkpoints": 3,
     }

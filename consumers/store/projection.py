@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import pairwise
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, false, select, true, update
+from sqlalchemy import Connection, false, insert, select, true, update
 
 from sada.consumers.archive import chain_hash
 from sada.consumers.store.base import StoreBase
@@ -23,10 +23,10 @@ from sada.consumers.store.rows import (
     batch_rows,
     time_text,
 )
-from sada.consumers.tables import checkpoints, escalations, submissions
-from sada.pipeline.domain.errors import StoreError
+from sada.consumers.tables import archive, checkpoints, escalations, rejections, submissions
+from sada.pipeline.domain.errors import FencedError, StoreError
 from sada.pipeline.domain.model import Escalated, Stance, SubmissionState, utc
-from sada.pipeline.domain.ports import BatchWrite, Checkpoint
+from sada.pipeline.domain.ports import BatchWrite, Checkpoint, Rejection
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ class Projection(StoreBase):
         row = conn.execute(select(checkpoints).where(checkpoints.c.partition == partition)).first()
         if row is None:
             return Checkpoint(partition)
-        return Checkpoint(partition, row.next_offset, row.clock, row.head_hash)
+        return Checkpoint(partition, row.next_offset, row.clock, row.head_hash, row.pending or "")
 
     def stances(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stance]:
         """Current stances of the given (submission id, voter id) pairs that have one."""
@@ -94,13 +94,47 @@ class Projection(StoreBase):
         return out
 
     def seen(self, keys: Iterable[str]) -> set[str]:
-        """Those of ``keys`` already applied (present in the ledger)."""
+        """Those of ``keys`` already applied or rejected (present in either ledger)."""
         wanted = list(dict.fromkeys(keys))
         out: set[str] = set()
         lookups = self._lookups
         with self._reading("reading the ledger", states=False) as conn:
             for chunk in _chunks(wanted, _LOOKUP_CHUNK):
                 out.update(conn.scalars(lookups.seen, lookups.seen_params(chunk)))
+            rest = [k for k in wanted if k not in out]
+            for chunk in _chunks(rest):
+                out.update(
+                    conn.scalars(select(rejections.c.key).where(rejections.c.key.in_(chunk)))
+                )
+        return out
+
+    def taken_tracking_codes(self, codes: Iterable[str]) -> set[str]:
+        """Those of ``codes`` some submission already has, in any partition."""
+        wanted = list(dict.fromkeys(codes))
+        out: set[str] = set()
+        with self._reading("reading tracking codes", states=False) as conn:
+            for chunk in _chunks(wanted):
+                out.update(
+                    conn.scalars(
+                        select(submissions.c.tracking_code).where(
+                            submissions.c.tracking_code.in_(chunk)
+                        )
+                    )
+                )
+        return out
+
+    def archived(self, partition: int, offsets: Iterable[int]) -> dict[int, bytes]:
+        """The archived records of ``partition`` at ``offsets``."""
+        wanted = sorted(set(offsets))
+        out: dict[int, bytes] = {}
+        with self._reading("reading the archive", states=False) as conn:
+            for chunk in _chunks(wanted):
+                for offset, record in conn.execute(
+                    select(archive.c.offset, archive.c.record).where(
+                        archive.c.partition == partition, archive.c.offset.in_(chunk)
+                    )
+                ):
+                    out[offset] = bytes(record)
         return out
 
     def write(self, batch: BatchWrite) -> Checkpoint:
@@ -129,7 +163,8 @@ class Projection(StoreBase):
         with self._writing(f"writing a batch of partition {p}") as conn:
             current = self._checkpoint(conn, p)
             if offsets and offsets[0] < current.next_offset:
-                raise StoreError(
+                # Another owner of the partition got here first: this writer is a zombie.
+                raise FencedError(
                     f"partition {p}: batch starts at offset {offsets[0]}, "
                     f"but offsets before {current.next_offset} are already written"
                 )
@@ -146,27 +181,46 @@ class Projection(StoreBase):
             bulk.votes_unset.run(conn, rows.votes_unset)
             bulk.responses.run(conn, rows.responses)
             bulk.escalations.run(conn, rows.escalations)
+            if batch.rejections:
+                conn.execute(insert(rejections), [_rejection_row(p, r) for r in batch.rejections])
             clock = batch.checkpoint.clock
-            bulk.checkpoint.run(conn, [(p, batch.checkpoint.next_offset, time_text(clock), head)])
+            pending = batch.checkpoint.pending
+            bulk.checkpoint.run(
+                conn, [(p, batch.checkpoint.next_offset, time_text(clock), head, pending)]
+            )
         if rebuild is not None:
             rebuild.hold(batch)
         return Checkpoint(
-            p, batch.checkpoint.next_offset, None if clock is None else utc(clock), head
+            p, batch.checkpoint.next_offset, None if clock is None else utc(clock), head, pending
         )
 
-    def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]:
-        """Escalations not yet published, oldest first (per submission, in level order)."""
+    def unpublished_escalations(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Escalated]:
+        """Escalations not yet published, oldest first (per submission, in level order).
+
+        With ``partitions``, only those of submissions living in them: each worker
+        publishes the outbox of the partitions it owns.
+        """
+        query = select(*(escalations.c[f] for f in ESCALATION_FIELDS)).where(
+            escalations.c.published == false()
+        )
+        if partitions is not None:
+            query = query.where(
+                escalations.c.submission_id.in_(
+                    select(submissions.c.submission_id).where(
+                        submissions.c.partition.in_(sorted(partitions))
+                    )
+                )
+            )
         with self._reading("reading the escalation outbox", states=False) as conn:
             rows = conn.execute(
-                select(*(escalations.c[f] for f in ESCALATION_FIELDS))
-                .where(escalations.c.published == false())
-                .order_by(
+                query.order_by(
                     escalations.c.time,
                     escalations.c.submission_id,
                     escalations.c.to_level,
                     escalations.c.event_id,
-                )
-                .limit(limit)
+                ).limit(limit)
             ).all()
         return [Escalated(**row._mapping) for row in rows]
 
@@ -181,3 +235,57 @@ class Projection(StoreBase):
                     .where(escalations.c.event_id.in_(chunk))
                     .values(published=true())
                 )
+
+    def unpublished_rejections(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Rejection]:
+        """Rejected inputs not yet on ``sada.dlq``, in log order (of ``partitions``, if given)."""
+        query = select(rejections).where(rejections.c.published == false())
+        if partitions is not None:
+            query = query.where(rejections.c.partition.in_(sorted(partitions)))
+        with self._reading("reading the rejection outbox", states=False) as conn:
+            rows = conn.execute(
+                query.order_by(rejections.c.partition, rejections.c.offset, rejections.c.key).limit(
+                    limit
+                )
+            ).all()
+        return [
+            Rejection(
+                r.key,
+                r.offset,
+                (r.src_topic, r.src_partition, r.src_offset),
+                r.type,
+                r.reason,
+                r.detail,
+                None if r.value is None else bytes(r.value),
+                r.at,
+            )
+            for r in rows
+        ]
+
+    def mark_rejections_published(self, keys: Iterable[str]) -> None:
+        todo = list(dict.fromkeys(keys))
+        if not todo:
+            return
+        with self._writing("marking rejections published") as conn:
+            for chunk in _chunks(todo):
+                conn.execute(
+                    update(rejections).where(rejections.c.key.in_(chunk)).values(published=true())
+                )
+
+
+def _rejection_row(partition: int, r: Rejection) -> dict[str, Any]:
+    return {
+        "key": r.key,
+        "partition": partition,
+        "offset": r.offset,
+        "src_topic": r.src[0],
+        "src_partition": r.src[1],
+        "src_offset": r.src[2],
+        "type": r.type,
+        "reason": r.reason,
+        "detail": r.detail,
+        "value": r.value,
+        "at": r.at,
+        "published": False,
+    }

@@ -49,6 +49,10 @@ class StoreError(SadaError):
     """The database (read model, archive, checkpoints) could not be used."""
 
 
+class FencedError(StoreError):
+    """A partition's batch was refused: another owner has written past this writer's checkpoint."""
+
+
 class NotFoundError(SadaError):
     """A looked-up thing (tracking code, submission) does not exist."""
 

@@ -1,19 +1,33 @@
 """The canonical log's record format, and CloudEvent -> domain event decoding.
 
-Every record of ``sada.log`` is one JSON object:
+Every record of ``sada.log`` is one JSON object. What ingress members write
+(version 2; any number of members, in any order):
 
-- ``{"v": 1, "kind": "event", "at": T, "late": bool, "topic": "sada.votes", "event": {...}}``
-  where ``event`` is the accepted CloudEvent exactly as received (parsed) and
-  ``at`` the instant it takes effect (its own time, or the pipeline clock if late);
-- ``{"v": 1, "kind": "tick", "at": T}``: the pipeline clock reached ``T``.
+- ``{"v": 2, "kind": "event", "topic": "sada.votes", "src": [topic, partition, offset],
+  "event": {...}}``: a CloudEvent that passed validation, exactly as received
+  (parsed), with the input position it came from; it is not ordered yet;
+- ``{"v": 2, "kind": "mark", "inputs": [[topic, partition, T | null, idle], ...],
+  "total": N, "wall": W}``: how far the writer's input partitions have got
+  (``T``: the greatest event time seen; ``idle``: caught up and quiet), the
+  number of input partitions in all, and the writer's wall clock;
+- ``{"v": 2, "kind": "reject", "src": [...], "key": K, "reason": R, "detail": D,
+  "type": TYPE, "value": base64 | null}``: an input that failed validation.
+
+Records that are already in event-time order, with the instant they take
+effect (version 1; written by tools that order a history themselves, such as
+``sada replay --as-of``):
+
+- ``{"v": 1, "kind": "event", "at": T, "late": bool, "topic": ..., "event": {...}}``;
+- ``{"v": 1, "kind": "tick", "at": T}``: the clock reached ``T``.
 
 Encoding is canonical (sorted keys, no spaces) so the archive's hashes are stable.
 """
 
 from __future__ import annotations
 
+import base64
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,8 +51,18 @@ from sada.pipeline.domain.model import (
     format_time,
     parse_time,
 )
+from sada.pipeline.domain.records import (
+    ForwardedEvent,
+    InputMark,
+    InputPosition,
+    InputRejected,
+    OrderedRecord,
+    PartitionMark,
+    RawRecord,
+)
 
-LOG_VERSION = 1
+LOG_VERSION = 1  # records already in event-time order
+FORWARD_VERSION = 2  # what ingress members write
 
 
 def event_key(ce: Mapping[str, Any]) -> str:
@@ -67,8 +91,98 @@ def encode_tick(at: datetime) -> bytes:
     return dumps({"v": LOG_VERSION, "kind": "tick", "at": format_time(at)})
 
 
+def encode_forward(ce: Mapping[str, Any], topic: str, src: InputPosition) -> bytes:
+    return dumps(
+        {"v": FORWARD_VERSION, "kind": "event", "topic": topic, "src": list(src), "event": ce}
+    )
+
+
+def encode_mark(
+    inputs: Sequence[PartitionMark], total: int, wall: datetime, mode: str, grace: float
+) -> bytes:
+    return dumps(
+        {
+            "mode": mode,
+            "grace": grace,
+            "v": FORWARD_VERSION,
+            "kind": "mark",
+            "inputs": [
+                [m.topic, m.partition, None if m.time is None else format_time(m.time), m.idle]
+                for m in inputs
+            ],
+            "total": total,
+            "wall": format_time(wall),
+        }
+    )
+
+
+def encode_reject(
+    src: InputPosition,
+    key: str,
+    reason: str,
+    detail: str,
+    type_: str,
+    value: bytes | None,
+) -> bytes:
+    return dumps(
+        {
+            "v": FORWARD_VERSION,
+            "kind": "reject",
+            "src": list(src),
+            "key": key,
+            "reason": reason,
+            "detail": detail,
+            "type": type_,
+            "value": None if value is None else base64.b64encode(value).decode("ascii"),
+        }
+    )
+
+
+def decode_raw(raw: bytes) -> RawRecord:
+    """Any canonical-log record, as written: forwarded, marks, rejects, or already ordered."""
+    obj = orjson.loads(raw)
+    if obj.get("v") != FORWARD_VERSION:
+        return _ordered(obj)
+    kind = obj["kind"]
+    if kind == "event":
+        ce = obj["event"]
+        src = obj["src"]
+        return ForwardedEvent(ce, obj["topic"], (src[0], src[1], src[2]), event_key(ce))
+    if kind == "mark":
+        return InputMark(
+            tuple(
+                PartitionMark(t, p, None if at is None else parse_time(at), bool(idle))
+                for t, p, at, idle in obj["inputs"]
+            ),
+            int(obj["total"]),
+            parse_time(obj["wall"]),
+            obj.get("mode", "wall"),
+            float(obj.get("grace", 10.0)),
+        )
+    src = obj["src"]
+    value = obj.get("value")
+    return InputRejected(
+        (src[0], src[1], src[2]),
+        obj["key"],
+        obj["reason"],
+        obj["detail"],
+        obj["type"],
+        None if value is None else base64.b64decode(value),
+    )
+
+
+def _ordered(obj: dict[str, Any]) -> OrderedRecord:
+    at_text = obj["at"]
+    at = parse_time(at_text)
+    if obj["kind"] == "tick":
+        return OrderedRecord(TickRecord(at), None)
+    ce = obj["event"]
+    time = at if ce["time"] == at_text else None
+    return OrderedRecord(EventRecord(to_domain(ce, time), at, bool(obj.get("late", False))), ce)
+
+
 def decode(raw: bytes) -> tuple[LogRecord, dict[str, Any] | None]:
-    """A log record and, for events, the CloudEvent it carries."""
+    """A version-1 (ordered) log record and, for events, the CloudEvent it carries."""
     obj = orjson.loads(raw)
     at_text = obj["at"]
     at = parse_time(at_text)

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 
 from sada.pipeline.domain.model import Escalated, Stance, SubmissionState
-from sada.pipeline.domain.ports import AppliedEvent, BatchWrite, Checkpoint
+from sada.pipeline.domain.ports import AppliedEvent, BatchWrite, Checkpoint, Rejection
 
 
 class MemoryStore:
@@ -24,6 +24,9 @@ class MemoryStore:
         self.escalations: dict[str, Escalated] = {}
         self.published: set[str] = set()
         self.archive: dict[int, list[tuple[int, bytes]]] = {}
+        self.rejections: dict[str, Rejection] = {}
+        self.rejections_published: set[str] = set()
+        self._rejection_partition: dict[str, int] = {}
         self.writes = 0
 
     def load(self, partition: int) -> tuple[Checkpoint, list[SubmissionState]]:
@@ -37,7 +40,15 @@ class MemoryStore:
         return {p: self.votes[p] for p in pairs if p in self.votes}
 
     def seen(self, keys: Iterable[str]) -> set[str]:
-        return {k for k in keys if k in self.events}
+        return {k for k in keys if k in self.events or k in self.rejections}
+
+    def taken_tracking_codes(self, codes: Iterable[str]) -> set[str]:
+        taken = {s.tracking_code for _, s in self.states.values()}
+        return {c for c in codes if c in taken}
+
+    def archived(self, partition: int, offsets: Iterable[int]) -> dict[int, bytes]:
+        wanted = set(offsets)
+        return {o: raw for o, raw in self.archive.get(partition, []) if o in wanted}
 
     def write(self, batch: BatchWrite) -> Checkpoint:
         current = self.load_checkpoint(batch.partition)
@@ -58,6 +69,9 @@ class MemoryStore:
                 self.votes[(sid, voter)] = stance
         for esc in batch.escalations:
             self.escalations.setdefault(esc.event_id, esc)
+        for rej in batch.rejections:
+            self.rejections.setdefault(rej.key, rej)
+            self._rejection_partition.setdefault(rej.key, batch.partition)
         checkpoint = replace(batch.checkpoint)
         self.checkpoints[batch.partition] = checkpoint
         self.writes += 1
@@ -66,9 +80,32 @@ class MemoryStore:
     def rebuilding(self) -> AbstractContextManager[None]:
         return nullcontext()  # nothing to make durable
 
-    def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]:
-        todo = [e for i, e in self.escalations.items() if i not in self.published]
+    def unpublished_escalations(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Escalated]:
+        wanted = None if partitions is None else set(partitions)
+        todo = [
+            e
+            for i, e in self.escalations.items()
+            if i not in self.published
+            and (wanted is None or self.states.get(e.submission_id, (-1, None))[0] in wanted)
+        ]
         return sorted(todo, key=lambda e: (e.time, e.event_id))[:limit]
 
     def mark_published(self, event_ids: Iterable[str]) -> None:
         self.published.update(event_ids)
+
+    def unpublished_rejections(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Rejection]:
+        wanted = None if partitions is None else set(partitions)
+        todo = [
+            r
+            for k, r in self.rejections.items()
+            if k not in self.rejections_published
+            and (wanted is None or self._rejection_partition.get(k) in wanted)
+        ]
+        return sorted(todo, key=lambda r: (r.offset, r.key))[:limit]
+
+    def mark_rejections_published(self, keys: Iterable[str]) -> None:
+        self.rejections_published.update(keys)

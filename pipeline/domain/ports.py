@@ -25,6 +25,9 @@ class Checkpoint:
     next_offset: int = 0  # first canonical-log offset not yet applied
     clock: datetime | None = None  # the partition's pipeline clock after the last record
     head_hash: str = GENESIS_HASH  # hash of the last archived record of this partition
+    # What the partition's sequencer holds (JSON): watermarks and the log offsets of
+    # events waiting for the clock or for their submission. Small: in-flight only.
+    pending: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,20 @@ class AppliedEvent:
     note: str
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An input that will not take effect, and why: one ``sada.dlq`` record, through the outbox."""
+
+    key: str  # "<source> <id>", or "@<topic>/<partition>/<offset>" for an unnamed input
+    offset: int  # the log record that carried it
+    src: tuple[str, int, int]  # the input position (topic, partition, offset)
+    type: str
+    reason: str
+    detail: str
+    value: bytes | None  # the input (re-encoded when the projector decided the rejection)
+    at: datetime | None  # the pipeline clock when it was decided
+
+
 @dataclass(slots=True)
 class BatchWrite:
     partition: int
@@ -52,6 +69,7 @@ class BatchWrite:
     stances: list[tuple[str, str, Stance | None, datetime]] = field(default_factory=list)
     responses: list[tuple[ResponsePosted, datetime, bool]] = field(default_factory=list)
     escalations: list[Escalated] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 class ProjectionStore(Protocol):
@@ -61,7 +79,17 @@ class ProjectionStore(Protocol):
 
     def stances(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stance]: ...
 
-    def seen(self, keys: Iterable[str]) -> set[str]: ...
+    def seen(self, keys: Iterable[str]) -> set[str]:
+        """The keys already applied or rejected: a redelivery of either changes nothing."""
+        ...
+
+    def taken_tracking_codes(self, codes: Iterable[str]) -> set[str]:
+        """The tracking codes some submission (in any partition) already has."""
+        ...
+
+    def archived(self, partition: int, offsets: Iterable[int]) -> dict[int, bytes]:
+        """The archived log records at ``offsets`` of ``partition``."""
+        ...
 
     def write(self, batch: BatchWrite) -> Checkpoint:
         """Write ``batch`` in one transaction; the partition's checkpoint as stored after it."""
@@ -76,9 +104,19 @@ class ProjectionStore(Protocol):
         """
         ...
 
-    def unpublished_escalations(self, limit: int = 1000) -> list[Escalated]: ...
+    def unpublished_escalations(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Escalated]:
+        """Oldest first; of the submissions in ``partitions`` only, when given."""
+        ...
 
     def mark_published(self, event_ids: Iterable[str]) -> None: ...
+
+    def unpublished_rejections(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Rejection]: ...
+
+    def mark_rejections_published(self, keys: Iterable[str]) -> None: ...
 
 
 class ProjectorStore(ProjectionStore, Protocol):

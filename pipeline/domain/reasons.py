@@ -20,6 +20,7 @@ class Reason(StrEnum):
     SUBJECT_MISMATCH = "subject_mismatch"
     UNKNOWN_UNIT = "unknown_unit"
     UNKNOWN_SUBMISSION = "unknown_submission"
+    TIME_IN_FUTURE = "time_in_future"
     DUPLICATE_SUBMISSION = "duplicate_submission"
     DUPLICATE_TRACKING_CODE = "duplicate_tracking_code"
     FORBIDDEN = "forbidden"

@@ -68,6 +68,23 @@ class MetricCalls:
     def decision_lag(self, seconds: float) -> None:
         self.calls.append(("decision_lag", (seconds,)))
 
+    def event_accepted(
+        self, type_: str | None, channel: str | None = None, amount: int = 1
+    ) -> None:
+        self.calls.append(("event_accepted", (type_, channel, amount)))
+
+    def event_rejected(self, type_: str | None, reason: str | None) -> None:
+        self.calls.append(("event_rejected", (type_, reason)))
+
+    def event_duplicate(self, type_: str | None) -> None:
+        self.calls.append(("event_duplicate", (type_,)))
+
+    def event_late(self, type_: str | None, amount: int = 1) -> None:
+        self.calls.append(("event_late", (type_, amount)))
+
+    def dlq_record(self, reason: str | None) -> None:
+        self.calls.append(("dlq_record", (reason,)))
+
     def take(self) -> list[tuple[str, tuple[Any, ...]]]:
         calls, self.calls = self.calls, []
         return calls
@@ -81,8 +98,18 @@ _REPLAYABLE = frozenset(
 class ProjectorProcess:
     """The parent's handle on a projector running in a child process."""
 
-    def __init__(self, config: Config, open_store: StoreFactory, metrics: Metrics, bootstrap: str):
+    def __init__(
+        self,
+        config: Config,
+        open_store: StoreFactory,
+        metrics: Metrics,
+        bootstrap: str,
+        group: str = "sada",
+    ):
         self.config = config
+        self.group = group
+        self._owned: list[int] = []
+        self.degraded: str | None = None
         self.open_store = open_store
         self.metrics = metrics
         self.bootstrap = bootstrap
@@ -99,7 +126,7 @@ class ProjectorProcess:
         parent, child = context.Pipe()
         self._process = context.Process(
             target=_child_main,
-            args=(child, self.config, self.open_store, self.bootstrap),
+            args=(child, self.config, self.open_store, self.bootstrap, self.group),
             name="sada-projector",
             daemon=True,
         )
@@ -151,12 +178,17 @@ class ProjectorProcess:
     def _take_report(self, payload: dict[str, Any]) -> None:
         self.stats = ProjectorStats(**payload["stats"])
         self._lag = payload["lag"]
+        self._owned = payload.get("owned", [])
+        self.degraded = payload.get("degraded")
         for name, args in payload["calls"]:
             if name in _REPLAYABLE:
                 getattr(self.metrics, name)(*args)
 
     async def lag(self) -> int:
         return self._lag
+
+    def owned(self) -> list[int]:
+        return self._owned
 
     async def measure(self) -> dict[str, Any]:
         """The child's decision state size and peak RSS (for ``sada bench``)."""
@@ -199,12 +231,14 @@ def _next_message(conn: Connection, wait: float) -> tuple[str, Any] | None:
 # -- the child ------------------------------------------------------------------------------
 
 
-def _child_main(conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str) -> None:
+def _child_main(
+    conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str, group: str
+) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the projector stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so does a stop of the whole group
     try:
-        asyncio.run(_child(conn, config, open_store, bootstrap))
+        asyncio.run(_child(conn, config, open_store, bootstrap, group))
     except BaseException as e:  # the parent reports it; this process has no one to tell
         with contextlib.suppress(OSError, ValueError):
             conn.send(("error", f"{type(e).__name__}: {e}"))
@@ -213,11 +247,11 @@ def _child_main(conn: Connection, config: Config, open_store: StoreFactory, boot
 
 
 async def _child(
-    conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str
+    conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str, group: str
 ) -> None:
     store = open_store()
     calls = MetricCalls()
-    stage = ProjectorStage(config, store, calls, bootstrap)
+    stage = ProjectorStage(config, store, calls, bootstrap, group)
     try:
         await stage.start()
 
@@ -226,6 +260,8 @@ async def _child(
                 "stats": dataclasses.asdict(stage.stats),
                 "lag": await stage.lag(),
                 "calls": calls.take(),
+                "owned": stage.owned(),
+                "degraded": stage.degraded,
             }
             conn.send((kind, payload))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -11,6 +12,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 # of 500 ms became the floor of every escalation's latency; 20 ms costs a few dozen
 # empty fetches a second while idle.
 FETCH_MAX_WAIT_MS = 20
+
+# Group membership: a member that stops heartbeating loses its partitions after
+# SESSION_TIMEOUT_MS (the broker's smallest default), so a killed worker's work
+# moves within seconds; a rebalance waits at most REBALANCE_TIMEOUT_MS for members.
+SESSION_TIMEOUT_MS = 6000
+HEARTBEAT_INTERVAL_MS = 1500
+REBALANCE_TIMEOUT_MS = 10000
+
+
+def group_timeouts() -> dict[str, int]:
+    """The consumer-group timings every stage uses."""
+    return {
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
+        "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
+        "rebalance_timeout_ms": REBALANCE_TIMEOUT_MS,
+    }
 
 
 class KafkaStage:
@@ -32,3 +49,18 @@ class KafkaStage:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+
+    def silent_for(self) -> float:
+        """Seconds since the broker last answered a fetch of this stage's partitions.
+
+        0 while it owns none (nothing to tell by). A stage whose broker stopped
+        answering goes on polling without an error, so health asks this.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return 0.0
+        stamps = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
+        known = [s for s in stamps if s]
+        if not known:
+            return 0.0
+        return max(0.0, time.time() - float(max(known)) / 1000)

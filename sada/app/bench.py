@@ -391,10 +391,11 @@ class _Bench:
                 self.out,
                 f"{tag} end-to-end {n / seconds:,.0f} events/s (ingress settled all at "
                 f"{ingress_done - started:.2f} s, projector at {seconds:.2f} s; "
-                f"publishing took {published:.2f} s); rejected {ing.rejected}, late {ing.late}, "
+                f"publishing took {published:.2f} s); rejected {worker.projector.stats.rejected}, "
+                f"late {worker.projector.stats.late}, "
                 f"escalations {worker.projector.stats.escalations}",
             )
-            if ing.rejected:
+            if ing.rejected or worker.projector.stats.rejected:
                 reasons = await _dlq_reasons(self.infra.bootstrap)
                 detail["e2e"]["rejected"] = dict(reasons)
                 _say(self.out, f"{tag} rejected by reason: {dict(reasons)}")
@@ -579,7 +580,7 @@ class _Bench:
 
 async def _dlq_reasons(bootstrap: str) -> Counter[str]:
     """How many records ``sada.dlq`` holds, by reason."""
-    from sada.pipeline.stages.ingress_stage import read_topic_to_end
+    from sada.infra.reading import read_topic_to_end
 
     reasons: Counter[str] = Counter()
 
@@ -622,15 +623,16 @@ async def _until_applied(
         if worker.failure:
             raise SadaError(f"the pipeline failed: {worker.failure}")
         ing = worker.ingress.stats
-        settled = ing.released + ing.rejected + ing.duplicates
-        applied = worker.projector.stats.applied
+        settled = ing.forwarded + ing.rejected
+        proj = worker.projector.stats
+        applied = proj.accepted + proj.rejected + proj.duplicates
         now = time.perf_counter()
         if settled >= expected and ingress_done is None:
             ingress_done = now
-        if ingress_done is not None and applied >= ing.released + ing.ticks:
+        if ingress_done is not None and applied >= expected:
             progress.advance(expected - shown)
             return ingress_done, now
-        events_applied = min(expected, max(0, applied - ing.ticks))
+        events_applied = min(expected, applied)
         if events_applied > shown:
             progress.advance(events_applied - shown)
             shown = events_applied
@@ -812,10 +814,10 @@ async def _reset_ingress_offsets(bootstrap: str) -> None:
     """Commit offset 0 for every input partition: a recreated topic must be read from its start."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from sada.pipeline.stages.ingress_stage import GROUP
-
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=f"{Settings().group}-ingress",
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:

@@ -115,7 +115,7 @@ def archive_records(store: Any) -> Iterator[Record]:
 
 def log_records(bootstrap: str) -> list[Record]:
     """Every record of the canonical log, grouped by partition in offset order."""
-    from sada.pipeline.stages.ingress_stage import read_topic_to_end
+    from sada.infra.reading import read_topic_to_end
 
     got: list[Record] = []
 

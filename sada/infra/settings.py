@@ -37,6 +37,8 @@ class Settings:
     tick_seconds: float = 15.0
     grace_seconds: float = 10.0
     max_event_bytes: int = 65536
+    max_future_seconds: float = 300.0  # events stamped further ahead are rejected
+    group: str = "sada"  # the consumer groups' prefix: workers with one group share the work
     pseudonym_key: str | None = dataclasses.field(default=None, repr=False)
     log_level: str = "WARNING"
     production: bool = False
@@ -60,6 +62,8 @@ class Settings:
             tick_seconds=_positive_float(env, "SADA_TICK_SECONDS", d.tick_seconds),
             grace_seconds=_positive_float(env, "SADA_GRACE_SECONDS", d.grace_seconds),
             max_event_bytes=_positive_int(env, "SADA_MAX_EVENT_BYTES", d.max_event_bytes),
+            max_future_seconds=_positive_float(env, "SADA_MAX_FUTURE", d.max_future_seconds),
+            group=_get(env, "SADA_GROUP", str, d.group) or d.group,
             pseudonym_key=_get(env, "SADA_PSEUDONYM_KEY", str, d.pseudonym_key),
             log_level=(_get(env, "SADA_LOG_LEVEL", str, d.log_level) or d.log_level).upper(),
             production=_environment(env, "SADA_ENV"),

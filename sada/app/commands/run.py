@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
@@ -30,6 +30,7 @@ from sada.app.commands.common import (
 from sada.app.production import check_production
 from sada.consumers.store import SqlStore
 from sada.infra.broker import EmbeddedBroker, port_is_free
+from sada.infra.datadir import DataDirLock
 from sada.infra.metrics import Metrics
 from sada.infra.pseudonym_key import FINGERPRINT_NAME, fingerprint, resolve_key
 from sada.infra.reach import require_kafka
@@ -89,6 +90,10 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
             "(another sada run?); choose another with --port or SADA_HTTP_PORT"
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Its SQLite file or its embedded broker make the data directory this process's own.
+    lock = None
+    if settings.database_url is None or settings.kafka_bootstrap is None:
+        lock = DataDirLock(settings.data_dir).acquire()
     settings = settings.replace(pseudonym_key=resolve_key(settings, create=True))
     assert settings.pseudonym_key is not None
     configure_logging(settings)  # again, now that the key is known: it is masked too
@@ -112,13 +117,23 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
             restored = restore_archive(store, bootstrap)
             if restored:
                 print(f"restored {restored} archived log records", file=stdout, flush=True)
-        return asyncio.run(
-            _serve(settings, config, store, bootstrap, broker is not None, args.demo, stdout)
-        )
+        return asyncio.run(_serve(settings, config, store, bootstrap, broker, args.demo, stdout))
     finally:
         if broker is not None:
             discovery.withdraw(settings.data_dir, broker.bootstrap)
             broker.stop()
+        if lock is not None:
+            lock.release()
+
+
+async def _watch_broker(broker: EmbeddedBroker, worker: Any) -> None:
+    """Return (ending ``sada run``) once the embedded broker has died: nothing can progress."""
+    while broker.running():
+        await asyncio.sleep(0.5)
+    worker.failure = (
+        f"the embedded broker stopped (exit code {broker.exit_code}); "
+        "restart sada run to restore it from the archive"
+    )
 
 
 def configure_logging(settings: Settings) -> None:
@@ -172,10 +187,11 @@ async def _serve(
     config: Config,
     store: SqlStore,
     bootstrap: str,
-    embedded: bool,
+    broker: EmbeddedBroker | None,
     demo: bool,
     stdout: TextIO,
 ) -> int:
+    embedded = broker is not None
     from sada.consumers.dashboard import routes as dashboard_routes
     from sada.consumers.snapshot import snapshot_source
     from sada.infra.http import build_app
@@ -221,7 +237,10 @@ async def _serve(
         demo_task = asyncio.create_task(run_demo(settings, config, bootstrap))
     waiter = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(worker.wait())
-    await asyncio.wait({waiter, failed}, return_when=asyncio.FIRST_COMPLETED)
+    watched = {waiter, failed}
+    if broker is not None:
+        watched.add(asyncio.create_task(_watch_broker(broker, worker)))
+    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     # Asked to stop: what fails while everything stops (the group's signal reached the
     # broker too) is not the run's failure.
     asked = stop.is_set() and worker.failure is None

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -38,6 +40,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from sada.infra.pseudonym_key import fingerprint
+from sada.producers.privacy import is_pseudonym, pseudonymize_event
 
 POSTGRES_URL = os.environ.get(
     "SADA_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -260,3 +263,78 @@ def test_a_signal_stops_everything_cleanly(
     assert code == 0, run.output()
     assert "Traceback" not in run.output() and "failed" not in run.output()
     wait_for(lambda: not running(children), 10, "every child process to end")
+
+
+# -- 6. fail fast, in one line ---------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """``host:port`` of a server that accepts connections and never says a word."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+KAFKA_COMMANDS = [
+    ["run", "--bootstrap", "{kafka}"],
+    ["topics", "--bootstrap", "{kafka}"],
+    ["publish", "{file}", "--bootstrap", "{kafka}"],
+    ["simulate", "--publish", "--submissions", "3", "--bootstrap", "{kafka}"],
+    ["dlq", "--bootstrap", "{kafka}"],
+    ["replay", "--source", "log", "--bootstrap", "{kafka}"],
+]
+DATABASE_COMMANDS = [
+    ["track", "57240000", "--database", "{db}"],
+    ["audit", "verify", "--database", "{db}"],
+    ["audit", "timeline", "57240000", "--database", "{db}"],
+    ["replay", "--verify", "--database", "{db}"],
+]
+TIMEOUT = 2.0  # SADA_CONNECT_TIMEOUT for these tests; the default is 5
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["refused", "silent"])
+@pytest.mark.parametrize(
+    "command", KAFKA_COMMANDS + DATABASE_COMMANDS, ids=lambda c: " ".join(c[:2])
+)
+def test_an_unreachable_kafka_or_database_is_one_line_within_the_timeout(
+    tmp_path: Path, silent_server: str, command: list[str], silent: bool
+) -> None:
+    where = silent_server if silent else f"127.0.0.1:{free_port()}"
+    nd = tmp_path / "one.ndjson"
+    nd.write_text(json.dumps(EventFactory(7).submission()) + "\n")
+    db = f"postgresql+psycopg2://postgres:{PLANTED_PASSWORD}@{where}/none"
+    argv = [a.format(kafka=where, db=db, file=nd) for a in command]
+    env = clean_env(SADA_CONNECT_TIMEOUT=str(TIMEOUT))
+    started = time.monotonic()
+    done = sada([*argv, "--data-dir", str(tmp_path / "data")], env, tmp_path)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr and PLANTED_PASSWORD not in done.stderr
+    assert where in done.stderr
+    # The timeout, plus what starting the interpreter costs on a busy machine.
+    assert elapsed < TIMEOUT + 6, f"{elapsed:.1f}s: {done.stderr}"
+
+
+def test_pseudonymize_event_is_the_one_pure_function_for_every_way_in() -> None:
+    events = EventFactory(8)
+    created = events.submission()
+    created["data"]["anonymous"] = True  # anonymous to the public, pseudonymous in the record
+    vote = events.vote(created["data"]["submission_id"], "stu-1107")
+    for ce, path in ((created, ("author", "id")), (vote, ("voter_id",))):
+        before = json.dumps(ce, sort_keys=True)
+        once = pseudonymize_event(ce, "k1")
+        assert json.dumps(ce, sort_keys=True) == before  # the input is left as it was
+        value: Any = once["data"]
+        for part in path:
+            value = value[part]
+        assert is_pseudonym(value)
+        assert pseudonymize_event(once, "k1") == once  # idempotent
+        assert pseudonymize_event(ce, b"k1") == once  # str and bytes keys alike
+        assert pseudonymize_event(ce, "k2") != once
+        assert {k: v for k, v in once.items() if k != "data"} == {
+            k: v for k, v in ce.items() if k != "data"
+        }

@@ -89,6 +89,8 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
             f"HTTP port {settings.http_host}:{settings.http_port} is already in use "
             "(another sada run?); choose another with --port or SADA_HTTP_PORT"
         )
+    if settings.kafka_bootstrap is not None:
+        require_kafka(settings.kafka_bootstrap, settings.connect_timeout)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Its SQLite file or its embedded broker make the data directory this process's own.
     lock = None
@@ -99,8 +101,6 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
     configure_logging(settings)  # again, now that the key is known: it is masked too
     broker: EmbeddedBroker | None = None
     bootstrap = settings.kafka_bootstrap
-    if bootstrap is not None:
-        require_kafka(bootstrap, settings.connect_timeout)
     try:
         if bootstrap is None:
             broker = EmbeddedBroker(
@@ -146,7 +146,7 @@ def configure_logging(settings: Settings) -> None:
         # At the default level only Sada speaks; the Kafka clients' retries of an
         # unreachable broker are one line of Sada's, not dozens of theirs.
         for name in ("kafka", "aiokafka"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _check_key(store: SqlStore, key: str) -> None:

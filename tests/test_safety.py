@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -47,6 +48,7 @@ POSTGRES_URL = os.environ.get(
 )
 PLANTED_PASSWORD = "planted-db-Pw-7f3c"
 PLANTED_KEY = "planted-pseudonym-key-91d2"
+PLANTED_BEARER = "planted-integrator-key-5be0"
 DEMO_KEY = "demo-portal-key"  # the shipped configuration's portal
 PORTAL = "/integrations/portal"
 
@@ -134,6 +136,12 @@ def test_no_planted_secret_in_any_output_at_any_log_level(
         assert "postgres:***@" in run.stdout()  # the startup line names the database, masked
         _, created, _ = feed(port, 1)
         code = created["data"]["tracking_code"]
+        try:  # a key of no integrator: refused, and never repeated anywhere
+            post_events(port, [created], key=PLANTED_BEARER)
+        except urllib.error.HTTPError as e:
+            assert e.code == 401 and PLANTED_BEARER not in e.read().decode()
+        else:
+            raise AssertionError("an unknown bearer key was accepted")
         wait_for(lambda: tracked(port, code, 2), 60, "the submission with its support", run)
         nd = tmp_path / "events.ndjson"
         nd.write_text(json.dumps(EventFactory(2, source=PORTAL).submission()) + "\n")
@@ -164,6 +172,7 @@ def test_no_planted_secret_in_any_output_at_any_log_level(
     for out in outputs:
         assert PLANTED_PASSWORD not in out
         assert PLANTED_KEY not in out
+        assert PLANTED_BEARER not in out and DEMO_KEY not in out  # integrator keys
     # The key never goes into the database: only its fingerprint.
     engine = create_engine(planted_database)
     with engine.connect() as conn:

@@ -31,6 +31,7 @@ from sada.app.replay import Record, archive_records, compare, log_records, repla
 from sada.app.times import parse_when
 from sada.app.verify_report import print_report
 from sada.consumers.store import SqlStore
+from sada.infra.redact import mask_url
 from sada.pipeline.domain.errors import BrokerError, SadaError
 from sada.pipeline.domain.memstore import MemoryStore
 from sada.pipeline.domain.model import format_time
@@ -113,12 +114,12 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         target = SqlStore(url)
         target.migrate()
         if any(c.next_offset for c in target.checkpoints()):
-            raise SadaError(f"{url} is not empty: replay needs a fresh database")
+            raise SadaError(f"{mask_url(url)} is not empty: replay needs a fresh database")
         stats = replay(source, rules, target, as_of=as_of, on_progress=progress.advance)
         progress.done()
         print(
             f"replayed {stats.records} records of {stats.partitions} partitions, "
-            f"{stats.escalations} escalations, into {url}",
+            f"{stats.escalations} escalations, into {mask_url(url)}",
             file=stdout,
         )
         if not args.verify:

@@ -46,6 +46,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -57,7 +58,7 @@ from sada.infra import contracts, topics
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config, Integrator
 from sada.pipeline.domain.errors import EventRejectedError
-from sada.pipeline.domain.ingress import check_references
+from sada.pipeline.domain.ingress import check_not_ahead, check_references
 from sada.pipeline.domain.reasons import Reason
 from sada.producers.privacy import Pseudonymizer
 from sada.producers.sdk import encode_event
@@ -264,11 +265,16 @@ class EventChecker:
     """Validates one event as ingress does, completes and pseudonymises it, and encodes it."""
 
     def __init__(
-        self, units: Mapping[str, object], max_event_bytes: int, pseudonymizer: Pseudonymizer | None
+        self,
+        units: Mapping[str, object],
+        max_event_bytes: int,
+        pseudonymizer: Pseudonymizer | None,
+        max_future_seconds: float = 300.0,
     ) -> None:
         self.units = frozenset(units)
         self.max_event_bytes = max_event_bytes
         self.pseudonymizer = pseudonymizer
+        self.max_future = timedelta(seconds=max_future_seconds)
 
     def check(self, item: BodyItem) -> Checked:
         """The encoded event; raises :class:`EventRejectedError` if it may not be published."""
@@ -288,6 +294,7 @@ class EventChecker:
                 event["dataschema"] = contracts.schema_id(type_)
         contracts.validate_event(event)
         check_references(event, self.units)
+        check_not_ahead(event, datetime.now(UTC), self.max_future)  # the same rule as ingress
         if self.pseudonymizer is not None:
             event = self.pseudonymizer.apply(event)
         topic, key, value = encode_event(event)
@@ -320,6 +327,7 @@ class Gateway:
             config.units,
             settings.max_event_bytes,
             Pseudonymizer(key.encode("utf-8")) if key else None,
+            settings.max_future_seconds,
         )
         self._max_request_bytes = max(1024 * 1024, settings.max_event_bytes + 4096)
         self._buckets: dict[str, TokenBucket] = {}

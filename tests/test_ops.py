@@ -130,8 +130,9 @@ def test_prometheus_config_is_valid_and_scrapes_the_worker() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     sada = jobs["sada"]
     assert sada.get("metrics_path", "/metrics") == "/metrics"
-    targets = [t for sc in sada["static_configs"] for t in sc["targets"]]
-    assert targets == ["sada:6066"]
+    # Every replica is scraped: the compose service name resolves to all of them.
+    (sd,) = sada["dns_sd_configs"]
+    assert (sd["names"], sd["type"], sd["port"]) == (["sada"], "A", 6066)
 
 
 def test_the_required_alerts_exist_with_severity_and_annotations() -> None:
@@ -299,6 +300,9 @@ def test_compose_runs_kafka_in_kraft_mode_and_the_worker_against_it() -> None:
     assert sada["environment"]["SADA_HTTP_PORT"] == "6066"
     for dependency in ("kafka", "postgres"):
         assert sada["depends_on"][dependency]["condition"] == "service_healthy"
+    # `--scale sada=3` needs no other change: no fixed name, no fixed host port.
+    assert "container_name" not in sada
+    assert all(str(port).count(":") == 2 and "::" in str(port) for port in sada["ports"])
 
 
 def test_compose_mounts_the_rules_and_dashboards_that_exist() -> None:

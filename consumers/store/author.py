@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sada.consumers.store.base import StoreBase
 from sada.consumers.store.joins import RESPONSE_EVENT, RESPONSE_LOG_ORDER
 from sada.consumers.store.rows import time_text
-from sada.consumers.tables import escalations, events, responses, submissions
+from sada.consumers.tables import escalations, events, rejections, responses, submissions
 
 
 class AuthorView(StoreBase):
@@ -86,3 +86,37 @@ class AuthorView(StoreBase):
                 for e in es
             ],
         }
+
+    def event_outcome(self, source: str, event_id: str) -> dict[str, Any] | None:
+        """What became of the event ``source`` + ``id``: taken effect (late or not), or
+        rejected with the reason; None while nothing is decided about it."""
+        key = f"{source} {event_id}"
+        with self._reading("looking up an event", states=False) as conn:
+            e = conn.execute(select(events).where(events.c.key == key)).first()
+            if e is not None:
+                return {
+                    "source": source,
+                    "id": event_id,
+                    "status": "late" if e.late else "accepted",
+                    "type": e.type,
+                    "submission_id": e.submission_id,
+                    "time": time_text(e.time),
+                    "took_effect_at": time_text(e.at),
+                    "effective": bool(e.effective),
+                    "note": e.note,
+                }
+            r = conn.execute(select(rejections).where(rejections.c.key == key)).first()
+            if r is not None:
+                return {
+                    "source": source,
+                    "id": event_id,
+                    "status": "rejected",
+                    "reason": r.reason,
+                    "detail": r.detail,
+                    "input": {
+                        "topic": r.src_topic,
+                        "partition": r.src_partition,
+                        "offset": r.src_offset,
+                    },
+                }
+        return None

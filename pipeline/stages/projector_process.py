@@ -14,7 +14,8 @@ observations the batch made, which the parent replays into its own registry,
 so ``/metrics`` looks the same whichever process did the work.
 
 The child stops when told to, and also when the pipe breaks: a parent killed
-with SIGKILL leaves no projector behind.
+with SIGKILL leaves no projector behind. Starting, talking and ending follow
+the one parent/child protocol of :mod:`sada.infra.child`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
-import signal
-import time
-from multiprocessing.connection import Connection
 from typing import Any
 
+from sada.infra.child import READY, STOP, Child, Parent
 from sada.infra.metrics import Metrics
 from sada.infra.sizing import fold_state
 from sada.pipeline.domain.config import Config
@@ -41,6 +39,11 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
 REPORT_SECONDS = 0.5  # a report also follows every batch; this one carries lag when idle
+# What the child says (besides READY and ERROR) and what it is asked (besides STOP).
+REPORT = "report"
+STOPPED = "stopped"
+MEASURE = "measure"
+MEASURED = "measured"
 
 
 class MetricCalls:
@@ -116,64 +119,26 @@ class ProjectorProcess:
         self.state = "starting"
         self.stats = ProjectorStats()
         self._lag = 0
-        self._process: Any = None
-        self._conn: Connection | None = None
-        self._replies: asyncio.Queue[Any] | None = None
-        self._stopping = False
+        self._child: Child | None = None
 
     async def start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(
-            target=_child_main,
-            args=(child, self.config, self.open_store, self.bootstrap, self.group),
+        self._child = Child.start(
+            _child_main,
+            (self.config, self.open_store, self.bootstrap, self.group),
             name="sada-projector",
-            daemon=True,
+            label="the projector process",
         )
-        self._process.start()
-        child.close()
-        self._conn = parent
-        kind, payload = await self._receive(START_TIMEOUT)
-        if kind != "ready":
+        kind, payload = await self._child.receive(START_TIMEOUT)
+        if kind != READY:
             await self._reap()
             raise SadaError(f"the projector process did not start: {payload}")
         self.state = "running"
 
     async def run(self) -> None:
         """Take the child's reports until it stops; raise if it dies or fails."""
-        while True:
-            kind, payload = await self._receive(None)
-            if kind == "report":
-                self._take_report(payload)
-            elif kind == "measured":
-                assert self._replies is not None
-                self._replies.put_nowait(payload)
-            elif kind == "stopped":
-                self._take_report(payload)
-                return
-            elif kind == "error":
-                raise SadaError(f"the projector process failed: {payload}")
-
-    async def _receive(self, timeout: float | None) -> tuple[str, Any]:
-        conn = self._conn
-        assert conn is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                # Short polls, so that no thread stays blocked on the pipe after the loop ends.
-                message = await asyncio.to_thread(_next_message, conn, 0.5)
-            except (EOFError, OSError) as e:
-                raise SadaError(f"the projector process exited ({self._exit_code()})") from e
-            if message is not None:
-                return message
-            if deadline is not None and time.monotonic() > deadline:
-                raise SadaError(f"the projector process said nothing for {timeout:g} s")
-            if self._process is not None and not self._process.is_alive():
-                raise SadaError(f"the projector process exited ({self._exit_code()})")
-
-    def _exit_code(self) -> str:
-        code = self._process.exitcode if self._process is not None else None
-        return f"exit code {code}"
+        assert self._child is not None
+        final = await self._child.expect(STOPPED, handlers={REPORT: self._take_report})
+        self._take_report(final)
 
     def _take_report(self, payload: dict[str, Any]) -> None:
         self.stats = ProjectorStats(**payload["stats"])
@@ -192,62 +157,34 @@ class ProjectorProcess:
 
     async def measure(self) -> dict[str, Any]:
         """The child's decision state size and peak RSS (for ``sada bench``)."""
-        if self._replies is None:
-            self._replies = asyncio.Queue()
-        self._send(("measure", None))
-        return await asyncio.wait_for(self._replies.get(), 60)
-
-    def _send(self, message: tuple[str, Any]) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self._conn.send(message)
+        assert self._child is not None
+        measured: dict[str, Any] = await self._child.request(MEASURE, MEASURED, timeout=60)
+        return measured
 
     async def stop(self) -> None:
-        if not self._stopping:
-            self._stopping = True
-            self._send(("stop", None))
+        if self._child is not None:
+            self._child.stop()
 
     async def close(self) -> None:
         self.state = "stopped"
         await self._reap()
 
     async def _reap(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        await asyncio.to_thread(process.join, STOP_TIMEOUT)
-        if process.is_alive():
-            process.kill()
-            await asyncio.to_thread(process.join, 5)
-        if self._conn is not None:
-            self._conn.close()
-
-
-def _next_message(conn: Connection, wait: float) -> tuple[str, Any] | None:
-    """The next message within ``wait`` seconds, else None: one trip to a thread for both."""
-    return conn.recv() if conn.poll(wait) else None
+        if self._child is not None:
+            await asyncio.to_thread(self._child.end, STOP_TIMEOUT, force="kill")
 
 
 # -- the child ------------------------------------------------------------------------------
 
 
 def _child_main(
-    conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str, group: str
+    parent: Parent, config: Config, open_store: StoreFactory, bootstrap: str, group: str
 ) -> None:
-    # Ctrl-C reaches the whole process group; the parent decides when the projector stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so does a stop of the whole group
-    try:
-        asyncio.run(_child(conn, config, open_store, bootstrap, group))
-    except BaseException as e:  # the parent reports it; this process has no one to tell
-        with contextlib.suppress(OSError, ValueError):
-            conn.send(("error", f"{type(e).__name__}: {e}"))
-    finally:
-        conn.close()
+    asyncio.run(_child(parent, config, open_store, bootstrap, group))
 
 
 async def _child(
-    conn: Connection, config: Config, open_store: StoreFactory, bootstrap: str, group: str
+    parent: Parent, config: Config, open_store: StoreFactory, bootstrap: str, group: str
 ) -> None:
     store = open_store()
     calls = MetricCalls()
@@ -255,7 +192,7 @@ async def _child(
     try:
         await stage.start()
 
-        async def report(kind: str = "report") -> None:
+        async def report(kind: str = REPORT) -> None:
             payload = {
                 "stats": dataclasses.asdict(stage.stats),
                 "lag": await stage.lag(),
@@ -263,12 +200,12 @@ async def _child(
                 "owned": stage.owned(),
                 "degraded": stage.degraded,
             }
-            conn.send((kind, payload))
+            parent.send(kind, payload)
 
         stage.on_batch = report
-        conn.send(("ready", None))
+        parent.send(READY)
         running = asyncio.create_task(stage.run())
-        commands = asyncio.create_task(_commands(conn, stage))
+        commands = asyncio.create_task(_commands(parent, stage))
         ticker = asyncio.create_task(_tick(report))
         done, _ = await asyncio.wait({running, commands}, return_when=asyncio.FIRST_COMPLETED)
         ticker.cancel()
@@ -279,28 +216,27 @@ async def _child(
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
-        await report("stopped")
+        await report(STOPPED)
     finally:
         await stage.close()
         store.close()
 
 
-async def _commands(conn: Connection, stage: ProjectorStage) -> None:
+async def _commands(parent: Parent, stage: ProjectorStage) -> None:
     """Answer the parent until it says stop or goes away."""
     while True:
-        try:
-            kind, _ = await asyncio.to_thread(conn.recv)
-        except (EOFError, OSError):
+        message = await asyncio.to_thread(parent.receive)
+        if message is None:
             log.warning("the parent of the projector process went away; stopping")
             return
-        if kind == "stop":
+        if message.kind == STOP:
             return
-        if kind == "measure":
+        if message.kind == MEASURE:
             import resource
 
             sizes = fold_state(p.fold for p in stage.projectors.values())
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            conn.send(("measured", {**sizes, "peak_rss_bytes": peak}))
+            parent.send(MEASURED, {**sizes, "peak_rss_bytes": peak})
 
 
 async def _tick(report: Any) -> None:

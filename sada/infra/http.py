@@ -1,7 +1,9 @@
 """The HTTP API of a running Sada (default 127.0.0.1:6066).
 
 ``GET /healthz`` (JSON: broker, topics, worker state), ``GET /metrics``
-(Prometheus text format), ``GET /api/v1/submissions/{tracking_code}``.
+(Prometheus text format), ``GET /api/v1/submissions/{tracking_code}``,
+``GET /api/v1/events/{id}?source=…`` (what became of one published event:
+accepted, late or rejected with the reason; ``pending`` while undecided).
 Further routes (event ingestion, dashboard) register through ``extra_routes``.
 """
 
@@ -47,7 +49,29 @@ def build_app(
             return _error(404, "not_found", f"no submission has tracking code {code}")
         return web.json_response(found)
 
+    async def event(request: web.Request) -> web.Response:
+        source = request.query.get("source")
+        if not source:
+            return _error(400, "missing_source", "name the event's source: ?source=<source>")
+        event_id = request.match_info["id"]
+        found = await asyncio.to_thread(store.event_outcome, source, event_id)
+        if found is None:
+            # Published events are decided within seconds; until then, or if it never
+            # reached Kafka, nothing is known: the answer says which it may be.
+            return web.json_response(
+                {
+                    "source": source,
+                    "id": event_id,
+                    "status": "pending",
+                    "detail": "not decided: still on its way (or waiting for its submission), "
+                    "or never published",
+                },
+                status=404,
+            )
+        return web.json_response(found)
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/events/{id}", event)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/submissions/{code}", submission)
     for install in extra_routes:

@@ -28,6 +28,7 @@ from sada.app.commands.common import (
     resolve_config,
     resolve_settings,
 )
+from sada.app.progress import Progress, duration
 from sada.pipeline.domain.config import parse_date
 from sada.pipeline.domain.errors import BrokerError, ConfigError, SadaError
 from sada.pipeline.domain.logcodec import dumps as encode
@@ -39,8 +40,6 @@ HELP = "generate realistic, repeatable traffic as NDJSON, or publish it to Kafka
 
 # A Saturday, 08:30 in Tehran: the default history starts as a working week does.
 DEFAULT_START = "2026-10-03T05:00:00Z"
-_PROGRESS_EVERY = 0.25  # seconds between progress updates on a terminal
-_LOG_EVERY = 2.0  # ... and when stderr is a file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,58 +205,34 @@ def _paced(events: Iterable[dict[str, Any]], rate: float | None) -> Iterator[dic
 
 
 class _Progress:
-    """A progress line on stderr: events so far, rate, estimated time left.
+    """Events so far and their rate; the time left, from how far they are through the window.
 
-    The estimate comes from how far the events have got through the simulated
-    window, so no second pass is needed to count them first.
+    The estimate comes from the events' own times, so no second pass is
+    needed to count them first.
     """
 
+    _NOTE_EVERY = 256  # events between estimates: reading an event's time is not free
+
     def __init__(self, stream: TextIO, start: datetime, span: timedelta, publishing: bool):
-        self.stream = stream
+        verb = "published" if publishing else "generated"
+        self.progress = Progress(stream, f"sada simulate: {verb}", unit=" events", sep=" ")
         self.start = start
         self.span = span.total_seconds()
-        self.verb = "published" if publishing else "generated"
         self.began = time.monotonic()
-        self.last = self.began
-        self.count = 0
-        self.fraction = 0.0
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
 
     def update(self, event: dict[str, Any]) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last < (_PROGRESS_EVERY if self.tty else _LOG_EVERY):
+        self.progress.advance()
+        if self.progress.count % self._NOTE_EVERY:
             return
-        self.last = now
         at = parse_time(event["time"])
-        self.fraction = min(1.0, max(0.0, (at - self.start).total_seconds() / self.span))
-        self._write(now, final=False)
+        fraction = min(1.0, max(0.0, (at - self.start).total_seconds() / self.span))
+        if fraction > 0:
+            eta = (time.monotonic() - self.began) * (1 - fraction) / fraction
+            self.progress.note(f"{fraction:.0%} of the window, ETA {duration(eta)}")
 
     def done(self) -> None:
-        self._write(time.monotonic(), final=True)
-
-    def _write(self, now: float, final: bool) -> None:
-        elapsed = max(now - self.began, 1e-9)
-        line = f"sada simulate: {self.verb} {self.count} events, {self.count / elapsed:,.0f}/s"
-        if final:
-            line += f", done in {elapsed:.1f}s"
-        elif self.fraction > 0:
-            eta = elapsed * (1 - self.fraction) / self.fraction
-            line += f", {self.fraction:.0%} of the window, ETA {_duration(eta)}"
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
+        self.progress.note("")
+        self.progress.done()
 
 
 def _silence_stdout(stdout: TextIO) -> None:

@@ -195,3 +195,12 @@ def test_verify_as_of_compares_with_the_store_at_that_instant(live: Live) -> Non
     rc, out, err = _cli("replay", "--database", url, "--as-of", "2026-11-21T07:00:00Z", "--verify")
     assert rc == 0, out + err
     assert "row for row" in out
+
+
+def test_simulate_start_takes_the_same_spellings() -> None:
+    runs = [
+        _cli("simulate", "--submissions", "2", "--days", "1", "--start", when)
+        for when in ("2026-10-03", "1405-07-11", "۱۴۰۵/۰۷/۱۱", "2026-10-03T00:00:00+03:30")
+    ]
+    assert all(rc == 0 for rc, _, _ in runs)
+    assert len({out for _, out, _ in runs}) == 1 and runs[0][1]

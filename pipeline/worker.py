@@ -27,6 +27,7 @@ from sada.pipeline.domain.errors import SadaError
 from sada.pipeline.stages.ingress_stage import IngressStage
 from sada.pipeline.stages.projector_process import ProjectorProcess
 from sada.pipeline.stages.projector_stage import ProjectorStage
+from sada.pipeline.stages.stage import EMBEDDED_SESSION_TIMEOUT_MS, SESSION_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ class Worker:
         self.bootstrap = bootstrap
         self.embedded = embedded
         self.started = time.time()
-        self.ingress = IngressStage(settings, config, metrics, bootstrap)
+        session_ms = EMBEDDED_SESSION_TIMEOUT_MS if embedded else SESSION_TIMEOUT_MS
+        self.ingress = IngressStage(settings, config, metrics, bootstrap, session_ms)
         self.projector: ProjectorStage | ProjectorProcess = (
-            ProjectorStage(config, store, metrics, bootstrap, settings.group)
+            ProjectorStage(config, store, metrics, bootstrap, settings.group, session_ms)
             if projector_url is None
             else ProjectorProcess(
                 config,
@@ -69,6 +71,7 @@ class Worker:
                 metrics,
                 bootstrap,
                 settings.group,
+                session_ms,
             )
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,6 +115,14 @@ class Worker:
             and all(s.state == "running" for s in (self.ingress, self.projector))
             and not any(t.done() for t in self._tasks)
         )
+
+    async def joined(self, timeout: float = 60.0) -> None:
+        """Until both stages own partitions in their groups (or ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while not (self.ingress.owned() and self.projector.owned()):
+            if self.failure is not None or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)
 
     def clock(self) -> datetime | None:
         """The pipeline clock: the least clock of the log partitions, as stored.

@@ -34,7 +34,7 @@ PER_SIZE = {
     "peak_rss",
     "state_per_open_submission",
     "state_per_submission",
-    "ingress_state_per_event",
+    "ingress_state",
 }
 # Measured once: growth between the smallest and largest size; latency at the fixed
 # offered load and at a light one.

@@ -1,17 +1,22 @@
 """Fuzzing the doors integrators publish through: nothing escapes, nothing is dropped.
 
 The contract promises that whatever any Kafka client publishes ends in
-exactly one of: the canonical log (accepted), ``sada.dlq`` (rejected, with a
-reason) or the duplicate count (a redelivery, absorbed); so accepted +
-rejected + duplicates = received. Three doors are fuzzed against it:
+exactly one of: taking effect (once, in the projector's ledger), ``sada.dlq``
+(rejected, with a reason, once per event) or the duplicate count (a
+redelivery, absorbed); so accepted + rejected + duplicates = received. Ingress
+forwards every input to the canonical log, rejected or not, duplicates
+included; the projector of each log partition decides. Three doors are fuzzed
+against it:
 
-- the pure :class:`~sada.pipeline.domain.ingress.Ingress` with Sada's real decoder,
-  schema validation, topic map and the demo university's units: tens of
+- the pure pipeline: an :class:`~sada.pipeline.domain.ingress.Ingress` with
+  Sada's real decoder, schema validation, topic map and the demo university's
+  units, and a :class:`~sada.pipeline.domain.projector.Projector` per log
+  partition over a :class:`~sada.pipeline.domain.memstore.MemoryStore`: tens of
   thousands of raw bytes, arbitrary JSON and mutated valid events (fields
-  dropped, types swapped, huge strings, wrong topics, Persian and
-  Arabic-Indic digits in tracking codes, reused ids, extreme times) on random
-  topics and partitions while the wall clock jumps about, then a final poll
-  far in the future;
+  dropped, types swapped, huge strings, wrong topics, Persian and Arabic-Indic
+  digits in tracking codes, reused ids, extreme times) on random topics and
+  partitions while the wall clock jumps about, then watermarks far in the
+  future;
 - the running pipeline (``sada broker`` and ``sada run --bootstrap``), fed
   ten thousand such messages by a plain kafka-python producer;
 - ``POST /api/v1/events`` over real HTTP, ten thousand mutated events in
@@ -717,10 +722,12 @@ def test_bulk_garbage_and_valid_traffic_every_message_settled_once(clock_mode: s
     bench.finish()
 
     outcome = bench.check()
-    bench.check_expectations()
+    losses = bench.check_expectations()
     assert len(bench.offered) == BULK
     # The corpus is a real mix: every outcome and most rejection reasons occur.
     labels = Counter(m.label for m in messages)
+    # Valid events lose only to rivals, and seldom.
+    assert losses.total() < labels["valid"] / 50, losses
     assert labels["valid"] > 2500 and labels["redelivery"] > 800, labels
     assert min(outcome.values()) > 1000, outcome
     reasons = bench.reasons()
@@ -848,7 +855,8 @@ def test_live_pipeline_settles_ten_thousand_fuzzed_messages(tmp_path: Path) -> N
             assert ingress["received"] == LIVE, ingress
             assert ingress["forwarded"] + ingress["rejected_here"] == LIVE, ingress
             logged = log_events(bootstrap)
-            assert len(logged) == ingress["forwarded"], (len(logged), ingress)
+            # (A producer's retry may write a record twice; the projector absorbs it.)
+            assert len(logged) >= ingress["forwarded"], (len(logged), ingress)
             # What was forwarded was sent, as sent.
             sent_objects = {canonical(m.value) for m in messages} - {None}
             for ce in logged:
@@ -865,7 +873,6 @@ def test_live_pipeline_settles_ten_thousand_fuzzed_messages(tmp_path: Path) -> N
             assert ingress["accepted"] + ingress["rejected"] + ingress["duplicates"] == LIVE, (
                 ingress
             )
-            assert ingress["late"] <= ingress["accepted"], ingress
 
             # What was rejected is the input, unchanged, key and all, once per event.
             dlq_keys = Counter(rec.headers["sada.key"] for rec in dlq)
@@ -882,8 +889,17 @@ def test_live_pipeline_settles_ten_thousand_fuzzed_messages(tmp_path: Path) -> N
             assert applied.keys() <= forwarded_keys
             undecided = forwarded_keys - applied.keys() - dlq_keys.keys()
             assert not undecided, f"{len(undecided)} forwarded events never decided"
-            # The corpus is a real mix here too.
+            # The corpus is a real mix here too, and valid events take effect: all but the
+            # few that lose to a rival (see Bench.check_expectations).
             assert min(len(applied), len(dlq), ingress["duplicates"]) > 500, ingress
+            valid = {event_key(orjson.loads(m.value or b"")) for m in messages if m.must_accept}
+            lost = valid - applied.keys()
+            why = {rec.headers["sada.key"]: rec.headers["sada.reason"] for rec in dlq}
+            assert len(lost) < len(valid) / 50, (
+                len(lost),
+                len(valid),
+                Counter(why.get(k, "absorbed") for k in lost),
+            )
 
             sums = metric_sums(port)
             assert sums.get("sada_events_received_total", 0) == LIVE

@@ -33,7 +33,12 @@ from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.ingress import Forward, Ingress, InputMessage
 from sada.pipeline.domain.records import InputPosition
 from sada.pipeline.stages.record_batches import RecordBatches
-from sada.pipeline.stages.stage import FETCH_MAX_WAIT_MS, KafkaStage, group_timeouts
+from sada.pipeline.stages.stage import (
+    FETCH_MAX_WAIT_MS,
+    SESSION_TIMEOUT_MS,
+    KafkaStage,
+    group_timeouts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +65,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class IngressStage(KafkaStage):
-    def __init__(self, settings: Settings, config: Config, metrics: Metrics, bootstrap: str):
-        super().__init__(bootstrap)
+    def __init__(
+        self,
+        settings: Settings,
+        config: Config,
+        metrics: Metrics,
+        bootstrap: str,
+        session_ms: int = SESSION_TIMEOUT_MS,
+    ):
+        super().__init__(bootstrap, session_ms)
         self.settings = settings
         self.metrics = metrics
         self.stats = IngressStats()
@@ -99,7 +111,7 @@ class IngressStage(KafkaStage):
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            **group_timeouts(),
+            **group_timeouts(self.session_ms),
         )
         await consumer.start()
         self._consumer = consumer

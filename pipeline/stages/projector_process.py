@@ -33,6 +33,7 @@ from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.errors import SadaError
 from sada.pipeline.domain.ports import StoreFactory
 from sada.pipeline.stages.projector_stage import ProjectorStage, ProjectorStats
+from sada.pipeline.stages.stage import SESSION_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,11 @@ class ProjectorProcess:
         metrics: Metrics,
         bootstrap: str,
         group: str = "sada",
+        session_ms: int = SESSION_TIMEOUT_MS,
     ):
         self.config = config
         self.group = group
+        self.session_ms = session_ms
         self._owned: list[int] = []
         self.degraded: str | None = None
         self.open_store = open_store
@@ -124,7 +127,7 @@ class ProjectorProcess:
     async def start(self) -> None:
         self._child = Child.start(
             _child_main,
-            (self.config, self.open_store, self.bootstrap, self.group),
+            (self.config, self.open_store, self.bootstrap, self.group, self.session_ms),
             name="sada-projector",
             label="the projector process",
         )
@@ -178,17 +181,27 @@ class ProjectorProcess:
 
 
 def _child_main(
-    parent: Parent, config: Config, open_store: StoreFactory, bootstrap: str, group: str
+    parent: Parent,
+    config: Config,
+    open_store: StoreFactory,
+    bootstrap: str,
+    group: str,
+    session_ms: int,
 ) -> None:
-    asyncio.run(_child(parent, config, open_store, bootstrap, group))
+    asyncio.run(_child(parent, config, open_store, bootstrap, group, session_ms))
 
 
 async def _child(
-    parent: Parent, config: Config, open_store: StoreFactory, bootstrap: str, group: str
+    parent: Parent,
+    config: Config,
+    open_store: StoreFactory,
+    bootstrap: str,
+    group: str,
+    session_ms: int,
 ) -> None:
     store = open_store()
     calls = MetricCalls()
-    stage = ProjectorStage(config, store, calls, bootstrap, group)
+    stage = ProjectorStage(config, store, calls, bootstrap, group, session_ms)
     try:
         await stage.start()
 

@@ -34,7 +34,12 @@ from sada.pipeline.domain.outbound import escalation_event
 from sada.pipeline.domain.ports import ProjectorStore, Rejection
 from sada.pipeline.domain.projector import BatchResult, Projector
 from sada.pipeline.domain.rules import Rules
-from sada.pipeline.stages.stage import FETCH_MAX_WAIT_MS, KafkaStage, group_timeouts
+from sada.pipeline.stages.stage import (
+    FETCH_MAX_WAIT_MS,
+    SESSION_TIMEOUT_MS,
+    KafkaStage,
+    group_timeouts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +105,9 @@ class ProjectorStage(KafkaStage):
         metrics: DecisionMetrics,
         bootstrap: str,
         group: str = "sada",
+        session_ms: int = SESSION_TIMEOUT_MS,
     ) -> None:
-        super().__init__(bootstrap)
+        super().__init__(bootstrap, session_ms)
         self.group = f"{group}-projector"
         # Held while a fetch is applied, so that a rebalance waits for it.
         self._busy = asyncio.Lock()
@@ -129,7 +135,7 @@ class ProjectorStage(KafkaStage):
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            **group_timeouts(),
+            **group_timeouts(self.session_ms),
         )
         await consumer.start()
         self._consumer = consumer

@@ -14,18 +14,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 FETCH_MAX_WAIT_MS = 20
 
 # Group membership: a member that stops heartbeating loses its partitions after
-# SESSION_TIMEOUT_MS (the broker's smallest default), so a killed worker's work
-# moves within seconds; a rebalance waits at most REBALANCE_TIMEOUT_MS for members.
+# its session timeout, so a killed worker's work moves within seconds. Apache
+# Kafka refuses sessions under 6 s by default (group.min.session.timeout.ms);
+# the embedded broker holds every join for half the session, so there a shorter
+# one makes starts and rebalances quicker.
 SESSION_TIMEOUT_MS = 6000
-HEARTBEAT_INTERVAL_MS = 1500
+EMBEDDED_SESSION_TIMEOUT_MS = 2000
 REBALANCE_TIMEOUT_MS = 10000
 
 
-def group_timeouts() -> dict[str, int]:
+def group_timeouts(session_ms: int = SESSION_TIMEOUT_MS) -> dict[str, int]:
     """The consumer-group timings every stage uses."""
     return {
-        "session_timeout_ms": SESSION_TIMEOUT_MS,
-        "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
+        "session_timeout_ms": session_ms,
+        "heartbeat_interval_ms": max(100, session_ms // 4),
         "rebalance_timeout_ms": REBALANCE_TIMEOUT_MS,
     }
 
@@ -33,8 +35,9 @@ def group_timeouts() -> dict[str, int]:
 class KafkaStage:
     """A stage owning one consumer and one producer; ``run`` loops until ``stop``."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, session_ms: int = SESSION_TIMEOUT_MS) -> None:
         self.bootstrap = bootstrap
+        self.session_ms = session_ms
         self.state = "starting"
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None

@@ -124,12 +124,12 @@ async def measure_memory(worker: Worker) -> dict[str, Any]:
     else:
         measured = fold_state(p.fold for p in projector.projectors.values())
         projector_peak = 0
-    ingress = worker.ingress.ingress
-    ingress_roots = [
-        getattr(ingress, name, None)
-        for name in ("_keys", "_submissions", "_buffered_submissions", "_tracking_codes")
-    ]
-    ingress_bytes = deep_size([r for r in ingress_roots if r is not None], set())
+    # What the ingress member holds: the progress of the partitions it owns, and
+    # the offsets it has not committed yet (the stage's books).
+    stage = worker.ingress
+    ingress_bytes = deep_size(
+        [stage.ingress._progress, stage._unsettled, stage._next, stage._committed], set()
+    )
     return {
         "peak_rss_mib": (peak + projector_peak) / 2**20,
         "ingress_process_peak_rss_mib": peak / 2**20,

@@ -76,15 +76,13 @@ class Infra:
                 self.broker.stop()
 
     def reset_topics(self) -> None:
-        """Empty Sada topics: delete them, create them again, reset ingress's group offsets."""
-        from aiokafka.errors import KafkaError
+        """Empty Sada topics: delete them and create them again.
 
+        Each run's workers join consumer groups of their own, so no committed
+        offset of an earlier run applies to the new topics.
+        """
         delete_topics(self.bootstrap, [t.name for t in topics.TOPICS])
         topics.ensure_topics(self.bootstrap, self.settings.partitions)
-        try:
-            asyncio.run(_reset_ingress_offsets(self.bootstrap))
-        except KafkaError as e:
-            raise BrokerError(f"cannot reset the ingress offsets at {self.bootstrap}: {e}") from e
 
 
 def delete_topics(bootstrap: str, names: Sequence[str], timeout: float = 60.0) -> None:
@@ -143,30 +141,6 @@ async def _topics_with_records(bootstrap: str) -> list[str]:
         ]
         ends = await consumer.end_offsets(tps) if tps else {}
         return sorted({tp.topic for tp, end in ends.items() if end > 0})
-    finally:
-        await consumer.stop()
-
-
-async def _reset_ingress_offsets(bootstrap: str) -> None:
-    """Commit offset 0 for every input partition: a recreated topic must be read from its start."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from sada.infra.settings import Settings
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=f"{Settings().group}-ingress",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(name, p)
-            for name in topics.INPUT_TOPICS
-            for p in sorted(consumer.partitions_for_topic(name) or ())
-        ]
-        consumer.assign(tps)
-        await consumer.commit(dict.fromkeys(tps, 0))
     finally:
         await consumer.stop()
 

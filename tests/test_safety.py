@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -229,6 +230,33 @@ def test_the_archive_of_a_default_run_holds_no_raw_person_id(tmp_path: Path) -> 
         assert person not in stored
     key = key_file.read_text().strip()
     assert key not in stored and fingerprint(key) in stored
+
+
+def test_the_demo_traffic_is_pseudonymous_too(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    argv = [SADA, "run", "--demo", "--data-dir", str(data), "--port", str(port)]
+    run = SadaProcess("sada-run-demo", argv, clean_env(**FAST_TIMERS), tmp_path)
+
+    def archived() -> int | None:
+        if not (data / "sada.db").exists():
+            return None
+        with sqlite3.connect(f"file:{data / 'sada.db'}?mode=ro", uri=True) as db:
+            try:
+                (n,) = db.execute("SELECT count(*) FROM archive").fetchone()
+            except sqlite3.OperationalError:  # not migrated yet
+                return None
+        return int(n) if n >= 500 else None
+
+    try:
+        wait_healthy(run, port)
+        wait_for(archived, 120, "500 archived records of demo traffic", run, interval=1.0)
+    finally:
+        assert stop_group(run) == 0, run.output()
+    stored = sqlite_text(data / "sada.db")
+    raw = re.findall(r'"(?:id|voter_id)":"p\d{6}"', stored)  # the simulator's people: p000123
+    assert raw == []
+    assert len(re.findall(r'"(?:id|voter_id)":"p:[0-9a-f]{64}"', stored)) >= 100
 
 
 def test_a_worker_with_another_key_refuses_to_start(tmp_path: Path) -> None:

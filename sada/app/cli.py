@@ -9,6 +9,7 @@ stderr and exit code 1; a reader that stops reading (``| head``) ends it quietly
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from sada import __version__
+from sada.app.logs import configure_logging
+from sada.infra.settings import Settings
 from sada.pipeline.domain.errors import SadaError
 
 # Subcommand name -> module under sada.app.commands. Each module defines
@@ -70,6 +73,8 @@ def run(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
 
 
 def main() -> None:
+    with contextlib.suppress(SadaError):  # a bad setting is the command's to report
+        configure_logging(Settings.from_env())
     try:
         code = run(sys.argv[1:], sys.stdout, sys.stderr)
         sys.stdout.flush()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import threading
 from typing import Any, TextIO
@@ -27,6 +26,7 @@ from sada.app.commands.common import (
     resolve_config,
     resolve_settings,
 )
+from sada.app.logs import configure_logging
 from sada.app.production import check_production
 from sada.consumers.store import SqlStore
 from sada.infra.broker import EmbeddedBroker, port_is_free
@@ -34,7 +34,6 @@ from sada.infra.datadir import DataDirLock
 from sada.infra.metrics import Metrics
 from sada.infra.pseudonym_key import FINGERPRINT_NAME, fingerprint, resolve_key
 from sada.infra.reach import require_kafka
-from sada.infra.redact import redact_logging
 from sada.infra.settings import Settings
 from sada.infra.topics import ensure_topics
 from sada.pipeline.domain.config import Config
@@ -134,19 +133,6 @@ async def _watch_broker(broker: EmbeddedBroker, worker: Any) -> None:
         f"the embedded broker stopped (exit code {broker.exit_code}); "
         "restart sada run to restore it from the archive"
     )
-
-
-def configure_logging(settings: Settings) -> None:
-    """Log at the configured level, with URL passwords and the pseudonym key masked."""
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    redact_logging([settings.pseudonym_key or ""])
-    if settings.log_level == Settings.log_level:
-        # At the default level only Sada speaks; the Kafka clients' retries of an
-        # unreachable broker are one line of Sada's, not dozens of theirs.
-        for name in ("kafka", "aiokafka"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _check_key(store: SqlStore, key: str) -> None:

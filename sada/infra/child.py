@@ -7,9 +7,9 @@ ends exchange messages ``(kind, payload)``: the parent reads them as
 child sends (with ``"TypeName: text"``) when its target raises, :data:`STOP`,
 which asks a child to finish, and :data:`READY` by convention.
 
-The child ignores SIGINT and SIGTERM: Ctrl-C and a stop of the whole group
-reach it too, and it is the parent that decides when and how its children
-end (asked with :data:`STOP`, then killed if they do not). A child whose parent dies sees its
+The child ignores SIGINT: Ctrl-C reaches the whole process group, and it is the
+parent that decides when and how its children end (asked with :data:`STOP`,
+then terminated or killed if they do not). A child whose parent dies sees its
 pipe close (:meth:`Parent.receive` returns None) and can stop by itself.
 
 The parent's side (:class:`Child`) takes messages one at a time
@@ -68,10 +68,7 @@ class Parent:
 
 
 def _child_main(target: Callable[..., None], conn: Connection, args: tuple[Any, ...]) -> None:
-    # The parent decides when this process stops: Ctrl-C, and a SIGTERM to the whole
-    # process group or cgroup (systemd, `timeout`, `docker stop`), reach it too.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this process stops
     try:
         target(Parent(conn), *args)
     except BaseException as e:  # the parent reports it; this process has no one to tell
@@ -250,9 +247,6 @@ class Child:
             else:
                 self.process.terminate()
             self.process.join(after)
-            if self.process.is_alive():  # a child that ignores SIGTERM, as ours do
-                self.process.kill()
-                self.process.join(after)
         self._conn.close()
 
     def __enter__(self) -> Child:

@@ -29,10 +29,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from kafka_support import ApacheKafka
 
 from sada.infra.broker import EmbeddedBroker
 from sada.infra.broker import free_port as _free_port
+
+# Property tests judge what is decided, never how fast: on a loaded machine a
+# per-example deadline only makes them flaky (speed lives in ``sada bench``).
+settings.register_profile("sada", deadline=None)
+settings.load_profile("sada")
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +53,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with ApacheKafka(tmp_path_factory.mktemp("kafka")) as node:
         yield node.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka(apache_kafka: str) -> str:
+    return apache_kafka
+
+
+@pytest.fixture(scope="module", params=["tansu", "apache-kafka"])
+def any_broker(request: pytest.FixtureRequest) -> str:
+    """The broker matrix: a test taking this runs once on Tansu and once on Apache Kafka."""
+    name = "broker" if request.param == "tansu" else "apache_kafka"
+    bootstrap: str = request.getfixturevalue(name)
+    return bootstrap
 
 
 @pytest.fixture

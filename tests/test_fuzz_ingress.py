@@ -29,9 +29,11 @@ it finds.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -45,6 +47,7 @@ import pytest
 from e2e_support import (
     FAST_TIMERS,
     RawProducer,
+    Record,
     SadaProcess,
     applied_key_counts,
     clean_env,
@@ -622,10 +625,12 @@ class Bench:
         message with its ``source`` and ``id`` (it is absorbed), another creation of its
         submission or with its tracking code (``duplicate_submission``,
         ``duplicate_tracking_code``), or, for a vote or response, its submission's
-        creation losing so (``unknown_submission``). The projector decides such contests
-        in content order, so a mutated copy stamped earlier wins. Anything else — a
-        valid event rejected by ingress, or lost with nothing to explain it — fails.
-        The losses counted by what explains them.
+        creation losing so (``unknown_submission``). Within a log partition the
+        projector decides such contests in content order, so a mutated copy stamped
+        earlier wins; across log partitions (a reused id or tracking code on another
+        submission) the projector that gets there first does. Anything else — a valid
+        event rejected by ingress, or lost with nothing to explain it — fails. The
+        losses counted by what explains them.
         """
         accepted, rejected, absorbed = self.accepted(), self.rejected(), self.absorbed()
         took: dict[str, list[tuple[str, int, int]]] = {}  # key -> inputs that took an outcome
@@ -705,7 +710,7 @@ def drive(bench: Bench, messages: list[Message], rng: random.Random, now: float)
     return now
 
 
-# --- 1. the pure ingress, in bulk --------------------------------------------------------
+# --- 1. the pure pipeline, in bulk -------------------------------------------------------
 
 BULK = 12_000
 T0 = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
@@ -726,10 +731,10 @@ def test_bulk_garbage_and_valid_traffic_every_message_settled_once(clock_mode: s
     assert len(bench.offered) == BULK
     # The corpus is a real mix: every outcome and most rejection reasons occur.
     labels = Counter(m.label for m in messages)
-    # Valid events lose only to rivals, and seldom.
-    assert losses.total() < labels["valid"] / 50, losses
     assert labels["valid"] > 2500 and labels["redelivery"] > 800, labels
     assert min(outcome.values()) > 1000, outcome
+    # Valid events lose only to rivals (check_expectations), and seldom.
+    assert losses.total() < labels["valid"] / 50, losses
     reasons = bench.reasons()
     expected_reasons = REASONS - {"forbidden", "rate_limited"}
     assert set(reasons) == expected_reasons, reasons
@@ -801,6 +806,75 @@ def test_any_stream_every_message_settled_once(
     bench.finish()
     bench.check()
     bench.check_expectations()
+
+
+# Shapes the fuzz found, kept as plain examples: hypothesis and the seeded corpus meet them
+# only now and then.
+
+
+def _shape(type_: str, data: dict[str, Any], time: datetime, event_id: str) -> Message:
+    event = build_event(type_, data, source=SOURCES[0], event_id=event_id, time=time)
+    topic = contracts.TOPIC_OF_TYPE[type_]
+    return Message(topic, 0, data["submission_id"].encode(), orjson.dumps(event), "valid")
+
+
+@pytest.mark.parametrize("clock_mode", ["event", "wall"])
+def test_a_vote_redelivered_while_it_waits_for_a_submission_that_never_comes(
+    clock_mode: str,
+) -> None:
+    """Both copies wait for the submission; when the grace runs out the vote is rejected
+    once and the copy absorbed, as for any redelivery."""
+    vote = _shape(
+        "sada.vote.cast",
+        {"submission_id": "sub-never", "voter_id": "p000001", "stance": "support"},
+        SHAPE_START,
+        "ev-orphan",
+    )
+    bench = Bench.make(clock_mode)
+    now = SHAPE_START.timestamp() + 1
+    bench.start(now)
+    bench.offer(vote, now)
+    bench.offer(Message(vote.topic, 1, vote.key, vote.value, "redelivery", must_absorb=True), now)
+    bench.poll(now)
+    bench.finish()
+    assert bench.check() == Counter(rejected=1, absorbed=1)
+    bench.check_expectations()
+    assert bench.reasons() == Counter({"unknown_submission": 1})
+
+
+@pytest.mark.parametrize("clock_mode", ["event", "wall"])
+def test_a_submission_stamped_at_the_dawn_of_time_is_decided_like_any_other(
+    clock_mode: str,
+) -> None:
+    """The schema takes any RFC 3339 instant from year 1 on; whatever becomes of such an
+    event, it ends in one outcome and its log partition goes on deciding."""
+    rng = random.Random(3)
+    dawn = datetime(1, 1, 1, tzinfo=UTC)
+    created = _shape(
+        "sada.submission.created",
+        {
+            "submission_id": "sub-dawn",
+            "tracking_code": new_tracking_code(rng),
+            "kind": "complaint",
+            "title": TEXTS[0][:40],
+            "body": TEXTS[0],
+            "language": "fa",
+            "channel": "web",
+            "unit_id": UNITS[0],
+            "author": {"id": "p000001", "role": "student"},
+            "anonymous": False,
+        },
+        dawn,
+        "ev-dawn",
+    )
+    contracts.validate_event(orjson.loads(created.value or b""))  # a valid event
+    bench = Bench.make(clock_mode)
+    now = SHAPE_START.timestamp()
+    bench.start(now)
+    bench.offer(created, now)  # the first event its log partition sees: not late
+    bench.poll(now + 5)
+    bench.finish()
+    assert bench.check().total() == 1
 
 
 # --- 3. the running pipeline ------------------------------------------------------------
@@ -889,17 +963,11 @@ def test_live_pipeline_settles_ten_thousand_fuzzed_messages(tmp_path: Path) -> N
             assert applied.keys() <= forwarded_keys
             undecided = forwarded_keys - applied.keys() - dlq_keys.keys()
             assert not undecided, f"{len(undecided)} forwarded events never decided"
-            # The corpus is a real mix here too, and valid events take effect: all but the
-            # few that lose to a rival (see Bench.check_expectations).
+            # The corpus is a real mix here too.
             assert min(len(applied), len(dlq), ingress["duplicates"]) > 500, ingress
-            valid = {event_key(orjson.loads(m.value or b"")) for m in messages if m.must_accept}
-            lost = valid - applied.keys()
-            why = {rec.headers["sada.key"]: rec.headers["sada.reason"] for rec in dlq}
-            assert len(lost) < len(valid) / 50, (
-                len(lost),
-                len(valid),
-                Counter(why.get(k, "absorbed") for k in lost),
-            )
+            # Valid events take effect, but for those that lose to a rival.
+            losses = _live_losses(messages, dlq, sent, tmp_path / "data" / "sada.db")
+            assert losses.total() < len(applied) / 4, losses
 
             sums = metric_sums(port)
             assert sums.get("sada_events_received_total", 0) == LIVE
@@ -911,6 +979,79 @@ def test_live_pipeline_settles_ten_thousand_fuzzed_messages(tmp_path: Path) -> N
             worker.close()
     finally:
         broker.close()
+
+
+def _live_losses(
+    messages: list[Message],
+    dlq: list[Record],
+    sent: dict[tuple[str, int, int], Message],
+    database: Path,
+) -> Counter[str]:
+    """The valid events that did not take effect, by what explains each; asserts one does.
+
+    As in :meth:`Bench.check_expectations`: a fresh valid event loses only to a rival
+    decided before it — a message reusing its ``source`` and ``id``, a creation taking
+    its submission id or tracking code — or, for a vote or response, with its
+    submission's creation. Through the broker more contests are decided in content
+    order (a backlog is read in large batches), so more mutated copies stamped earlier
+    win than in the pure bench.
+    """
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        codes = dict(conn.execute("SELECT submission_id, tracking_code FROM submissions"))
+        took = {
+            key: (sid, type_)
+            for key, sid, type_ in conn.execute("SELECT key, submission_id, type FROM events")
+        }
+    rejections = {rec.headers["sada.key"]: rec for rec in dlq}
+    valid = [(m, orjson.loads(m.value or b"")) for m in messages if m.must_accept]
+
+    def took_effect(ce: dict[str, Any]) -> bool:
+        return took.get(event_key(ce)) == (ce["data"]["submission_id"], ce["type"])
+
+    creation_of = {
+        ce["data"]["submission_id"]: ce
+        for _, ce in valid
+        if ce["type"] == "sada.submission.created"
+    }
+    losses: Counter[str] = Counter()
+    for msg, ce in valid:
+        key = event_key(ce)
+        if took_effect(ce):
+            continue
+        if key in took:  # another message with its source and id took effect
+            losses["absorbed: its source and id reused"] += 1
+            continue
+        rec = rejections.get(key)
+        assert rec is not None, ("a valid event neither took effect nor was rejected", ce)
+        h = rec.headers
+        origin = sent[(h["sada.topic"], int(h["sada.partition"]), int(h["sada.offset"]))]
+        if origin.value != msg.value:  # another message with its source and id, rejected
+            losses["absorbed: its source and id reused"] += 1
+            continue
+        data = ce["data"]
+        reason = h["sada.reason"]
+        if reason == Reason.DUPLICATE_SUBMISSION:
+            explained = data["submission_id"] in codes
+        elif reason == Reason.DUPLICATE_TRACKING_CODE:
+            explained = data["tracking_code"] in codes.values()
+        elif reason == Reason.UNKNOWN_SUBMISSION:
+            creation = creation_of.get(data["submission_id"])
+            explained = creation is not None and not took_effect(creation)
+        else:
+            explained = False
+        if not explained:
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+                ledger = conn.execute(
+                    'SELECT key, type, time, at, late, "offset" FROM events'
+                    " WHERE submission_id = ? ORDER BY at",
+                    (data["submission_id"],),
+                ).fetchall()
+            raise AssertionError(
+                f"a valid event rejected {reason} ({h['sada.detail']}) with nothing to"
+                f" explain it: {ce}\nits submission's events that took effect: {ledger}"
+            )
+        losses[reason] += 1
+    return losses
 
 
 def _wait_decided(worker: SadaProcess, port: int, timeout: float = 90) -> None:

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from sada.infra import contracts, topics
 from sada.infra.http import build_app
+from sada.infra.reading import partitions_of
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config, parse_config
 from sada.pipeline.domain.tracking import new_tracking_code
@@ -168,9 +169,9 @@ def serve(bootstrap: str, settings: Settings | None = None) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def kafka(broker: str) -> str:
-    topics.ensure_topics(broker, 4)
-    return broker
+def kafka(any_broker: str) -> str:
+    topics.ensure_topics(any_broker, 4)
+    return any_broker
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ async def _scan(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         records: list[Any] = []

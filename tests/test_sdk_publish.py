@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sada.app import cli
 from sada.infra import contracts, topics
+from sada.infra.reading import partitions_of
 from sada.pipeline.domain.errors import BrokerError, EventRejectedError
 from sada.pipeline.domain.reasons import Reason
 from sada.pipeline.domain.tracking import is_valid_tracking_code, new_tracking_code
@@ -52,7 +53,7 @@ async def _scan(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         records: list[Any] = []
@@ -119,9 +120,9 @@ def values_on(bootstrap: str, topic: str, *values: bytes) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def kafka(broker: str) -> str:
-    topics.ensure_topics(broker, 4)
-    return broker
+def kafka(any_broker: str) -> str:
+    topics.ensure_topics(any_broker, 4)
+    return any_broker
 
 
 @pytest.fixture

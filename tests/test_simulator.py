@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from sada.app import cli
 from sada.infra import contracts
+from sada.infra.reading import partitions_of
 from sada.infra.settings import Settings
 from sada.infra.topics import INPUT_TOPICS, ensure_topics
 from sada.pipeline.domain.config import load_config
@@ -315,11 +316,7 @@ async def _input_ends(bootstrap: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(t, p)
-            for t in INPUT_TOPICS
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        tps = [TopicPartition(t, p) for t in INPUT_TOPICS for p in await partitions_of(consumer, t)]
         return dict(await consumer.end_offsets(tps))
     finally:
         await consumer.stop()

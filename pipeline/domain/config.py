@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jdatetime
 
 from sada.pipeline.domain.errors import ConfigError
+from sada.pipeline.domain.vocabulary import SUBMISSION_KINDS
 
-KINDS = ("complaint", "criticism", "question", "suggestion")
+KINDS = SUBMISSION_KINDS  # the kinds an SLA is configured for, as the schemas name them
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 _UNIT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

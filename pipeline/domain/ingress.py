@@ -245,13 +245,21 @@ class Ingress:
         return max(seen) if seen else None
 
 
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def check_not_ahead(event: Mapping[str, Any], wall: datetime, max_future: timedelta) -> None:
-    """Reject an event stamped further ahead of the wall clock than ``max_future``.
+    """Reject an event stamped further ahead of the wall clock than ``max_future``,
+    or before 1970 (no organisation's calendar reaches back that far).
 
     Shared by ingress and the HTTP gateway. An event from the future would hold
     decisions back, or (in ``event`` clock mode) push the clock ahead of time.
     """
     time = parse_time(event["time"])
+    if time < EARLIEST_TIME:
+        raise EventRejectedError(
+            Reason.SCHEMA_VIOLATION, f"time {event['time']} is before 1970-01-01T00:00:00Z"
+        )
     if time > wall + max_future:
         raise EventRejectedError(
             Reason.TIME_IN_FUTURE,

@@ -11,19 +11,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-Stance = Literal["support", "oppose"]
+# Re-exported: the closed sets and event type names are defined in the vocabulary.
+from sada.pipeline.domain.vocabulary import CLOSING_RESPONSES as CLOSING_RESPONSES
+from sada.pipeline.domain.vocabulary import RESPONSE_POSTED as RESPONSE_POSTED
+from sada.pipeline.domain.vocabulary import SATISFACTION_RATED as SATISFACTION_RATED
+from sada.pipeline.domain.vocabulary import SUBMISSION_CREATED as SUBMISSION_CREATED
+from sada.pipeline.domain.vocabulary import SUBMISSION_ESCALATED as SUBMISSION_ESCALATED
+from sada.pipeline.domain.vocabulary import SUBMISSION_WITHDRAWN as SUBMISSION_WITHDRAWN
+from sada.pipeline.domain.vocabulary import VOTE_CAST as VOTE_CAST
+from sada.pipeline.domain.vocabulary import VOTE_RETRACTED as VOTE_RETRACTED
+from sada.pipeline.domain.vocabulary import EscalationReason as EscalationReason
+from sada.pipeline.domain.vocabulary import Stance as Stance
+
 Status = Literal["open", "closed", "withdrawn"]
-EscalationReason = Literal["support_threshold", "first_response_overdue", "resolution_overdue"]
-
-SUBMISSION_CREATED = "sada.submission.created"
-SUBMISSION_WITHDRAWN = "sada.submission.withdrawn"
-VOTE_CAST = "sada.vote.cast"
-VOTE_RETRACTED = "sada.vote.retracted"
-RESPONSE_POSTED = "sada.response.posted"
-SATISFACTION_RATED = "sada.satisfaction.rated"
-SUBMISSION_ESCALATED = "sada.submission.escalated"
-
-CLOSING_RESPONSES = frozenset({"answer", "resolution", "rejection"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,7 +254,11 @@ class Projector:
                 self._admit(w.held, w.late)
             return
         if sid not in self.fold.states:
-            self._waiting.setdefault(sid, []).append(_Waiting(held, late))
+            waits = self._waiting.setdefault(sid, [])
+            if any(w.held.key == key for w in waits):
+                self._result.duplicates += 1  # a redelivery of one already waiting
+                return
+            waits.append(_Waiting(held, late))
             return
         self._fold(held.offset, record, ce["type"], "")
 
@@ -274,6 +278,9 @@ class Projector:
             if not due:
                 continue
             for w in sorted(due, key=lambda w: (w.held.time, w.held.key)):
+                if w.held.key in self._ledger:
+                    self._result.duplicates += 1  # decided already (a copy came another way)
+                    continue
                 self._reject_held(
                     w.held,
                     Reason.UNKNOWN_SUBMISSION,

@@ -28,6 +28,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from sada.infra import contracts, topics
 from sada.infra.metrics import Metrics
+from sada.infra.reading import partitions_of
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.ingress import Forward, Ingress, InputMessage
@@ -115,8 +116,8 @@ class IngressStage(KafkaStage):
         )
         await consumer.start()
         self._consumer = consumer
-        await consumer.topics()  # metadata: how many input partitions there are in all
-        self.total = sum(len(consumer.partitions_for_topic(t) or ()) for t in topics.INPUT_TOPICS)
+        # How many input partitions there are in all, whoever owns them.
+        self.total = sum([len(await partitions_of(consumer, t)) for t in topics.INPUT_TOPICS])
         consumer.subscribe(list(topics.INPUT_TOPICS), listener=_Rebalance(self))
         self.state = "running"
 

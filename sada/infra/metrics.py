@@ -23,40 +23,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sada import __version__
+from sada.infra.metric_labels import (
+    CHANNELS,
+    DEFAULT_STAGES,
+    DEFAULT_TOPICS,
+    ESCALATION_REASONS,
+    EVENT_TYPES,
+    KINDS,
+    LEVELS,
+    REJECTION_REASONS,
+    UNKNOWN,
+    clamp,
+    clamp_channel,
+    clamp_escalation_reason,
+    clamp_kind,
+    clamp_level,
+    clamp_rejection_reason,
+    clamp_status,
+    clamp_type,
+)
 from sada.pipeline.domain.reasons import Reason
-
-UNKNOWN = "unknown"
-
-EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "sada.submission.created",
-        "sada.submission.withdrawn",
-        "sada.vote.cast",
-        "sada.vote.retracted",
-        "sada.response.posted",
-        "sada.satisfaction.rated",
-        "sada.submission.escalated",
-    }
-)
-CHANNELS: frozenset[str] = frozenset(
-    {"web", "telegram", "whatsapp", "sms", "phone", "email", "in_person"}
-)
-KINDS: frozenset[str] = frozenset({"complaint", "criticism", "question", "suggestion"})
-REJECTION_REASONS: frozenset[str] = frozenset(r.value for r in Reason)
-ESCALATION_REASONS: frozenset[str] = frozenset(
-    {"support_threshold", "first_response_overdue", "resolution_overdue"}
-)
-STATUSES: frozenset[str] = frozenset({"on_time", "at_risk", "overdue"})
-# Levels 0..5 are exported as themselves; 6 and above share one series.
-LEVEL_CAP = 6
-LEVEL_CAPPED = f"{LEVEL_CAP}+"
-LEVELS: frozenset[str] = frozenset({*(str(i) for i in range(LEVEL_CAP)), LEVEL_CAPPED})
-DEFAULT_STAGES: frozenset[str] = frozenset(
-    {"ingress", "projector", "gateway", "read_model", "archive", "notifications"}
-)
-DEFAULT_TOPICS: frozenset[str] = frozenset(
-    {"sada.submissions", "sada.votes", "sada.responses", "sada.escalations", "sada.dlq", "sada.log"}
-)
 
 # Business-hour buckets include every default SLA bound (16, 24, 40, 80, 160)
 # so "answered within SLA" can be read straight off a bucket.
@@ -114,42 +100,6 @@ HISTOGRAMS: frozenset[str] = frozenset(
         "sada_decision_lag_seconds",
     }
 )
-
-
-def _clamp(value: object, allowed: frozenset[str]) -> str:
-    text = str(value.value if isinstance(value, Reason) else value)
-    return text if text in allowed else UNKNOWN
-
-
-def clamp_type(type_: str | None) -> str:
-    return _clamp(type_, EVENT_TYPES)
-
-
-def clamp_channel(channel: str | None) -> str:
-    return _clamp(channel, CHANNELS)
-
-
-def clamp_kind(kind: str | None) -> str:
-    return _clamp(kind, KINDS)
-
-
-def clamp_rejection_reason(reason: Reason | str | None) -> str:
-    return _clamp(reason, REJECTION_REASONS)
-
-
-def clamp_escalation_reason(reason: str | None) -> str:
-    return _clamp(reason, ESCALATION_REASONS)
-
-
-def clamp_status(status: str | None) -> str:
-    return _clamp(status, STATUSES)
-
-
-def clamp_level(level: int | None) -> str:
-    # bool is an int subclass; a level is never a truth value.
-    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
-        return UNKNOWN
-    return str(level) if level < LEVEL_CAP else LEVEL_CAPPED
 
 
 def _duration(value: float) -> float | None:
@@ -462,13 +412,13 @@ class Metrics:
     # Label clamps that depend on configuration.
 
     def clamp_unit(self, unit: str | None) -> str:
-        return _clamp(unit, self.units)
+        return clamp(unit, self.units)
 
     def clamp_stage(self, stage: str | None) -> str:
-        return _clamp(stage, self.stages)
+        return clamp(stage, self.stages)
 
     def clamp_topic(self, topic: str | None) -> str:
-        return _clamp(topic, self.topics)
+        return clamp(topic, self.topics)
 
     # Ingestion.
 

@@ -1,4 +1,4 @@
-"""Reading a whole topic from its beginning to its current end, for tools and tests."""
+"""Reading topics: their partitions as the cluster knows them, and a whole topic to its end."""
 
 from __future__ import annotations
 
@@ -8,6 +8,18 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sada.pipeline.domain.errors import BrokerError
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The partitions of ``topic``, asked of the cluster.
+
+    A new client knows only the topics it was asked about: Tansu tells every
+    topic in its first metadata answer, Apache Kafka none, so
+    ``partitions_for_topic`` alone answers None there. ``topics()`` fetches
+    the metadata but keeps it apart from the client's own view, hence this.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return sorted(cluster.partitions_for_topic(topic) or ())
 
 
 async def read_topic_to_end(
@@ -23,7 +35,7 @@ async def read_topic_to_end(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
+        parts = await partitions_of(consumer, topic)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return 0

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from kafka.errors import KafkaError, for_code
+from kafka.partitioner.default import murmur2 as murmur2  # re-exported: the Java client's hash
 
 from sada.infra.broker import _one_line, admin_client
 from sada.pipeline.domain.errors import BrokerError
@@ -204,43 +205,10 @@ def partition_for(key: str, partitions: int) -> int:
     The same rule as the Java client's and kafka-python's default partitioner
     for keyed records: ``(murmur2(utf8(key)) & 0x7fffffff) % partitions``, so
     any Kafka tool reading the log agrees with Sada on where a key lives.
-    Cached: every event of a submission asks for the same key, and murmur2 is
-    pure Python.
+    The hash is kafka-python's :func:`murmur2` (unsigned 32 bits, Java's bit
+    pattern). Cached: every event of a submission asks for the same key, and
+    murmur2 is pure Python.
     """
     if partitions < 1:
         raise ValueError(f"partition count must be at least 1, got {partitions}")
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
-
-
-def murmur2(data: bytes) -> int:
-    """32-bit MurmurHash2 as in Kafka's ``org.apache.kafka.common.utils.Utils.murmur2``.
-
-    Returns the hash as an unsigned 32-bit integer (Java's ``int`` bit pattern).
-    Seed ``0x9747b28c``; four-byte little-endian blocks; the tail is mixed in
-    from its highest byte down, as Java does.
-    """
-    mask = 0xFFFFFFFF
-    m = 0x5BD1E995
-    r = 24
-    length = len(data)
-    h = (0x9747B28C ^ length) & mask
-    blocks = length // 4
-    for i in range(blocks):
-        k = int.from_bytes(data[4 * i : 4 * i + 4], "little")
-        k = (k * m) & mask
-        k ^= k >> r
-        k = (k * m) & mask
-        h = (h * m) & mask
-        h ^= k
-    tail = data[4 * blocks :]
-    if len(tail) >= 3:
-        h ^= tail[2] << 16
-    if len(tail) >= 2:
-        h ^= tail[1] << 8
-    if len(tail) >= 1:
-        h ^= tail[0]
-        h = (h * m) & mask
-    h ^= h >> 13
-    h = (h * m) & mask
-    h ^= h >> 15
-    return h
+    return int(murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions

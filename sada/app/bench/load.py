@@ -27,6 +27,7 @@ from sada.app.bench.plan import LATENCY_DRAIN_SECONDS
 from sada.app.bench.scratch import RAW_TOPIC, create_topic, delete_topics
 from sada.infra import topics
 from sada.infra.child import READY, Child, Parent
+from sada.infra.reading import partitions_of
 from sada.pipeline.domain.config import Config, load_config
 from sada.pipeline.domain.errors import SadaError
 
@@ -208,7 +209,7 @@ async def _consume_all(bootstrap: str, topic: str) -> tuple[int, float]:
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         remaining = set(tps)
@@ -383,7 +384,7 @@ async def _latency_child(parent: Parent, job: dict[str, Any], config: Config) ->
 
         tps = [
             TopicPartition(topics.ESCALATIONS, p)
-            for p in sorted(consumer.partitions_for_topic(topics.ESCALATIONS) or ())
+            for p in await partitions_of(consumer, topics.ESCALATIONS)
         ]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

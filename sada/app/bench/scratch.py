@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from sada.infra import topics
 from sada.infra.broker import EmbeddedBroker, admin_client
+from sada.infra.reading import partitions_of
 from sada.infra.settings import Settings
 from sada.pipeline.domain.errors import BrokerError, SadaError
 
@@ -137,7 +138,7 @@ async def _topics_with_records(bootstrap: str) -> list[str]:
         tps = [
             TopicPartition(t.name, p)
             for t in topics.TOPICS
-            for p in sorted(consumer.partitions_for_topic(t.name) or ())
+            for p in await partitions_of(consumer, t.name)
         ]
         ends = await consumer.end_offsets(tps) if tps else {}
         return sorted({tp.topic for tp, end in ends.items() if end > 0})

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from sada.consumers.snapshot import build_snapshot
 from sada.consumers.store import SqlStore
-from sada.infra import metrics
+from sada.infra import metric_labels
 from sada.pipeline.domain.calendar import BusinessCalendar
 from sada.pipeline.domain.config import KINDS, load_config
 from sada.pipeline.domain.model import SubmissionState
@@ -53,7 +53,7 @@ def tehran(day: int, hour: int, minute: int = 0) -> datetime:
 
 def test_the_statuses_are_a_closed_set_shared_with_the_metrics() -> None:
     assert STATUSES == ("on_time", "at_risk", "overdue")
-    assert frozenset(STATUSES) == metrics.STATUSES
+    assert frozenset(STATUSES) == metric_labels.STATUSES
     assert AT_RISK_FRACTION == 0.8
 
 

@@ -7,12 +7,15 @@ keeps except the archive's hash chain (the archive lives in the SQL store).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
+from typing import TypeVar
 
 from sada.pipeline.domain.model import Escalated, Stance, SubmissionState
 from sada.pipeline.domain.ports import AppliedEvent, BatchWrite, Checkpoint, Rejection
+
+T = TypeVar("T")
 
 
 class MemoryStore:
@@ -83,13 +86,10 @@ class MemoryStore:
     def unpublished_escalations(
         self, limit: int = 1000, partitions: Iterable[int] | None = None
     ) -> list[Escalated]:
-        wanted = None if partitions is None else set(partitions)
-        todo = [
-            e
-            for i, e in self.escalations.items()
-            if i not in self.published
-            and (wanted is None or self.states.get(e.submission_id, (-1, None))[0] in wanted)
-        ]
+        def partition(i: str) -> int:
+            return self.states.get(self.escalations[i].submission_id, (-1, None))[0]
+
+        todo = _outbox(self.escalations, self.published, partition, partitions)
         return sorted(todo, key=lambda e: (e.time, e.event_id))[:limit]
 
     def mark_published(self, event_ids: Iterable[str]) -> None:
@@ -98,14 +98,28 @@ class MemoryStore:
     def unpublished_rejections(
         self, limit: int = 1000, partitions: Iterable[int] | None = None
     ) -> list[Rejection]:
-        wanted = None if partitions is None else set(partitions)
-        todo = [
-            r
-            for k, r in self.rejections.items()
-            if k not in self.rejections_published
-            and (wanted is None or self._rejection_partition.get(k) in wanted)
-        ]
+        todo = _outbox(
+            self.rejections,
+            self.rejections_published,
+            lambda k: self._rejection_partition.get(k, -1),
+            partitions,
+        )
         return sorted(todo, key=lambda r: (r.offset, r.key))[:limit]
 
     def mark_rejections_published(self, keys: Iterable[str]) -> None:
         self.rejections_published.update(keys)
+
+
+def _outbox(
+    items: dict[str, T],
+    published: set[str],
+    partition_of: Callable[[str], int],
+    partitions: Iterable[int] | None,
+) -> list[T]:
+    """The unpublished items, of ``partitions`` only when given."""
+    wanted = None if partitions is None else set(partitions)
+    return [
+        item
+        for key, item in items.items()
+        if key not in published and (wanted is None or partition_of(key) in wanted)
+    ]

@@ -28,9 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Literal, get_args
+from typing import Final
 
 from sada.pipeline.domain.rules import BusinessClock
+from sada.pipeline.domain.vocabulary import SLA_STATUSES, SlaStatus
 
 __all__ = [
     "AT_RISK_FRACTION",
@@ -42,8 +43,7 @@ __all__ = [
     "sla_status",
 ]
 
-SlaStatus = Literal["on_time", "at_risk", "overdue"]
-STATUSES: Final[tuple[SlaStatus, ...]] = get_args(SlaStatus)
+STATUSES: Final[tuple[SlaStatus, ...]] = SLA_STATUSES
 AT_RISK_FRACTION: Final = 0.8
 
 _ONE_US = timedelta(microseconds=1)

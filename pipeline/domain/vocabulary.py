@@ -59,7 +59,8 @@ ESCALATION_REASONS: tuple[str, ...] = _enum(
 
 # Where an open submission stands against its SLA clocks (no event carries it),
 # from best to worst: the order a reader scans them in.
-SLA_STATUSES: tuple[str, ...] = ("on_time", "at_risk", "overdue")
+SlaStatus = Literal["on_time", "at_risk", "overdue"]
+SLA_STATUSES: tuple[SlaStatus, ...] = get_args(SlaStatus)
 REJECTION_REASONS: tuple[str, ...] = tuple(sorted(r.value for r in Reason))
 
 # Response kinds that close a submission.

@@ -39,10 +39,11 @@ def refused(tmp_path: Path, *args: str, **env: str) -> str:
 
 
 def test_production_refuses_the_demo_university(tmp_path: Path) -> None:
-    assert "demo university" in refused(tmp_path, "--production", SADA_PSEUDONYM_KEY="k")
+    keys = {"SADA_PSEUDONYM_KEY": "k", "SADA_SIGNING_KEY_FILE": signing_key(tmp_path)}
+    assert "demo university" in refused(tmp_path, "--production", **keys)
     copy = tmp_path / "copy.toml"
     copy.write_text(DEMO.read_text("utf-8"), "utf-8")
-    err = refused(tmp_path, "--config", str(copy), SADA_ENV="production", SADA_PSEUDONYM_KEY="k")
+    err = refused(tmp_path, "--config", str(copy), SADA_ENV="production", **keys)
     assert "demo university" in err and "SADA_CONFIG" in err
 
 
@@ -62,18 +63,42 @@ def test_production_refuses_a_demo_integrator_key(tmp_path: Path, key: str | Non
         + 'sources = ["/integrations/portal"]\ntypes = ["sada.submission.created"]\n',
         "utf-8",
     )
-    err = refused(tmp_path, "--production", "--config", str(config), SADA_PSEUDONYM_KEY="k")
+    keys = {"SADA_PSEUDONYM_KEY": "k", "SADA_SIGNING_KEY_FILE": signing_key(tmp_path)}
+    err = refused(tmp_path, "--production", "--config", str(config), **keys)
     assert "'portal'" in err and "demo key" in err
 
 
-def test_production_refuses_a_missing_pseudonym_key(tmp_path: Path) -> None:
-    err = refused(tmp_path, "--production", "--config", str(EXAMPLE))
+def test_production_refuses_a_missing_pseudonym_or_signing_key(tmp_path: Path) -> None:
+    signing = signing_key(tmp_path)
+    err = refused(tmp_path, "--production", "--config", str(EXAMPLE), SADA_SIGNING_KEY_FILE=signing)
     assert "SADA_PSEUDONYM_KEY" in err
+    err = refused(tmp_path, "--production", "--config", str(EXAMPLE), SADA_PSEUDONYM_KEY="k")
+    assert "SADA_SIGNING_KEY_FILE" in err
+
+
+def signing_key(tmp_path: Path) -> str:
+    path = tmp_path / "keys" / "signing.key"
+    path.parent.mkdir(exist_ok=True)
+    if not path.exists():
+        done = subprocess.run(
+            [SADA, "audit", "key", "--generate", str(path), "--name", "test.example/2026"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    return str(path)
 
 
 def test_production_runs_with_the_example_configuration(tmp_path: Path) -> None:
     port = free_port()
-    env = clean_env(**FAST_TIMERS, SADA_ENV="production", SADA_PSEUDONYM_KEY="an operator's key")
+    env = clean_env(
+        **FAST_TIMERS,
+        SADA_ENV="production",
+        SADA_PSEUDONYM_KEY="an operator's key",
+        SADA_SIGNING_KEY_FILE=signing_key(tmp_path),
+    )
     argv = [SADA, "run", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
     run = SadaProcess("sada-run", [*argv, "--config", str(EXAMPLE)], env, tmp_path)
     try:
@@ -94,3 +119,4 @@ def test_compose_runs_in_production_mode_with_the_example_configuration() -> Non
     assert len(mounts) == 1 and "ops/sada/production.example.toml" in mounts[0]
     # The key has no default: compose refuses to start without one.
     assert ":?" in sada["environment"]["SADA_PSEUDONYM_KEY"]
+    assert sada["environment"]["SADA_SIGNING_KEY_FILE"].startswith("/var/lib/sada/")

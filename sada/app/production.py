@@ -2,9 +2,9 @@
 
 Refused, each with one line: the shipped demo university (by its file, or a
 copy of its units), an integrator whose key is one of the publicly documented
-demo keys, and a missing pseudonym key (generating one into a data directory
-is the embedded default's convenience; a deployment of several workers must
-give them all the same key).
+demo keys, and a missing signing key file or pseudonym key (generating keys
+into a data directory is the embedded default's convenience; a deployment of
+several workers must give them all the same keys).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def check_production(settings: Settings, config: Config) -> None:
         raise SettingsError(
             "SADA_CONFIG",
             "production mode refuses the demo university: give your organisation's "
-            "configuration with --config FILE (see ops/production.example.toml)",
+            "configuration with --config FILE (see ops/sada/production.example.toml)",
         )
     public = {hashlib.sha256(k.encode()).hexdigest() for k in DEMO_KEYS}
     public |= {i.key_sha256.lower() for i in demo.integrators}
@@ -37,6 +37,12 @@ def check_production(settings: Settings, config: Config) -> None:
                 f"production mode refuses integrator {integrator.id!r}: its key is a "
                 "published demo key; give it a key of its own (key_sha256)",
             )
+    if settings.signing_key_file is None:
+        raise SettingsError(
+            "SADA_SIGNING_KEY_FILE",
+            "production mode needs the deployment's signing key file, the same for every "
+            "worker (make one with: sada audit key --generate FILE)",
+        )
     if not settings.pseudonym_key:
         raise SettingsError(
             "SADA_PSEUDONYM_KEY",

@@ -29,6 +29,7 @@ RESPONSES = "sada.responses"
 ESCALATIONS = "sada.escalations"
 DLQ = "sada.dlq"
 LOG = "sada.log"
+CHECKPOINTS = "sada.checkpoints"
 
 INPUT_TOPICS: tuple[str, ...] = (SUBMISSIONS, VOTES, RESPONSES)
 
@@ -104,6 +105,14 @@ TOPICS: tuple[TopicSpec, ...] = (
         LOG,
         TopicRole.INTERNAL,
         "every accepted event, keyed and partitioned by submission id",
+        configs=_configs(-1),
+    ),
+    # Signed checkpoints of the archive, keyed by origin (one log partition's
+    # tree): a copy outside the database for anyone to keep. Kept forever.
+    TopicSpec(
+        CHECKPOINTS,
+        TopicRole.OUTPUT,
+        "signed checkpoints of the archive (C2SP tlog-checkpoint)",
         configs=_configs(-1),
     ),
 )

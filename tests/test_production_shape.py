@@ -77,9 +77,11 @@ from test_e2e_decisions import (
 from sada.consumers.store import SqlStore
 from sada.consumers.tables import events as events_table
 from sada.infra import topics
+from sada.infra.signing import write_signer
 from sada.infra.topics import ensure_topics
 from sada.pipeline.domain.logcodec import decode_raw
 from sada.pipeline.domain.model import format_time
+from sada.pipeline.domain.note import Signer
 from sada.pipeline.domain.records import ForwardedEvent, InputMark
 from sada.producers.events import build_event, topic_for
 
@@ -314,7 +316,16 @@ class Workers:
 
     def start(self, i: int) -> SadaProcess:
         port = free_port()
-        env = clean_env(**WORKER_ENV, SADA_DATABASE_URL=self.url, **self.env)
+        # One deployment, one signing key: each worker's data directory is its own.
+        signing = self.workdir / "signing.key"
+        if not signing.exists():
+            write_signer(signing, Signer.generate("test.example/2026"))
+        env = clean_env(
+            **WORKER_ENV,
+            SADA_DATABASE_URL=self.url,
+            SADA_SIGNING_KEY_FILE=str(signing),
+            **self.env,
+        )
         proc = start_run(
             self.workdir,
             self.workdir / f"data-{i}",

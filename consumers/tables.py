@@ -260,3 +260,12 @@ STATE_TABLES = (
     checkpoints,
     merkle_nodes,
 )
+
+# Fingerprints of the deployment's keys (never the keys): workers with another key refuse to start.
+deployment_keys = Table(
+    "deployment_keys",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("fingerprint", String(HASH_LENGTH), nullable=False),
+    Column("created_at", Instant, nullable=False),
+)

@@ -21,8 +21,11 @@ What a request goes through, in order:
 4. scope: every event's ``source`` must lie under one of the integrator's
    source prefixes (by whole path segments: ``/integrations/telegram`` does
    not cover ``/integrations/telegram-copy``) and its ``type`` be one of its
-   types, never ``sada.submission.escalated``; otherwise the whole request is
-   403 and nothing is published;
+   types, never ``sada.submission.escalated``, and the ``source`` must be in
+   normal form (no dot segments, no encoded separators: see
+   :mod:`~sada.producers.sources`), so that the scope checked is the source
+   every reader resolves; otherwise the whole request is 403 and nothing is
+   published;
 5. each event is validated as ingress validates it (schema, then unit ids
    known to the config). A missing ``datacontenttype`` or ``dataschema`` is
    filled; everything else must be given. Valid events are pseudonymised
@@ -59,6 +62,7 @@ from sada.pipeline.domain.ingress import check_not_ahead, check_references
 from sada.pipeline.domain.reasons import Reason
 from sada.producers.privacy import Pseudonymizer
 from sada.producers.sdk import encode_event
+from sada.producers.sources import source_problem
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +199,10 @@ def scope_violations(integrator: Integrator, items: Sequence[BodyItem]) -> list[
             continue
         problems = []
         source, type_ = event.get("source"), event.get("type")
-        if isinstance(source, str) and not source_allowed(source, integrator.sources):
+        abnormal = source_problem(source) if isinstance(source, str) else None
+        if abnormal is not None:
+            problems.append(f"source {_short(source)} is not in normal form: {abnormal}")
+        elif isinstance(source, str) and not source_allowed(source, integrator.sources):
             problems.append(
                 f"source {_short(source)} is not under the sources of integrator "
                 f"{integrator.id!r} ({', '.join(integrator.sources) or 'none'})"

@@ -1,11 +1,13 @@
 """Pseudonymous person ids: a keyed hash of ``author.id`` and ``voter_id`` before publication.
 
-With a pseudonym key configured (``SADA_PSEUDONYM_KEY``), what reaches the
-topics, the canonical log and the archive is ``p:<HMAC-SHA256 hex>`` of the
-id an integrator sent, never the raw id (a student number, a phone number).
-The same id always maps to the same pseudonym under one key, so one person
-stays one voter and one author across channels and across replays; without
-the key the mapping cannot be reversed or recomputed.
+Under the deployment's pseudonym key (``SADA_PSEUDONYM_KEY``, or the one
+the embedded default keeps in its data directory: see
+:mod:`sada.infra.pseudonym_key`), what reaches the topics, the canonical log
+and the archive is ``p:<HMAC-SHA256 hex>`` of the id an integrator sent,
+never the raw id (a student number, a phone number). The same id always
+maps to the same pseudonym under one key, so one person stays one voter and
+one author across channels and across replays; without the key the mapping
+cannot be reversed or recomputed.
 
 Pseudonymising is idempotent: an id that already is a pseudonym is kept, so
 an event that passes through two producers, or is replayed, is not hashed
@@ -68,3 +70,13 @@ class Pseudonymizer:
             data["author"] = {**author, "id": self.pseudonym(author["id"])}
         out["data"] = data
         return out
+
+
+def pseudonymize_event(ce: Mapping[str, Any], key: bytes | str) -> dict[str, Any]:
+    """``ce`` with its person ids (``data.author.id``, ``data.voter_id``) keyed-hashed.
+
+    The one function for every way in (the gateway, the SDK, events read from
+    Kafka by ingress): pure, idempotent (a pseudonym stays as it is), and the
+    same under one key wherever it runs.
+    """
+    return Pseudonymizer(key.encode("utf-8") if isinstance(key, str) else key).apply(ce)

@@ -101,6 +101,8 @@ WORKER_ENV = {
     "SADA_CLOCK": "event",
     "SADA_PARTITIONS": str(PARTITIONS),
     "SADA_MAX_FUTURE": str(10 * 366 * 86400),
+    # One deployment, one pseudonym key: a worker with another one refuses to start.
+    "SADA_PSEUDONYM_KEY": "the test deployment's pseudonym key",
 }
 
 

@@ -328,7 +328,7 @@ class Workers:
 
     def start(self, i: int) -> SadaProcess:
         port = free_port()
-        env = clean_env(**WORKER_ENV, SADA_DATABASE_URL=self.url, **self.env)
+        env = clean_env(**{**WORKER_ENV, "SADA_DATABASE_URL": self.url, **self.env})
         proc = start_run(
             self.workdir,
             self.workdir / f"data-{i}",

@@ -21,7 +21,8 @@ uses, rebuild mode's included):
 - :mod:`.operations`: the queries behind /metrics and /dashboard;
 - :mod:`.texts`: titles, bodies and their search key, kept up with the archive;
 - :mod:`.queue`: the work queue (filters, urgency order, pages);
-- :mod:`.history`: totals and instants for the dashboard's cards and charts.
+- :mod:`.history`: totals and instants for the dashboard's cards and charts;
+- :mod:`.keys`: the fingerprints of the deployment's pseudonym key.
 
 Beneath them: :mod:`.engine` (opening the database, SQLite's tuning, the WAL
 checkpointer), :mod:`.rows` and :mod:`.statements` (a batch in stored form,
@@ -35,6 +36,7 @@ from __future__ import annotations
 from sada.consumers.store.audit import Audit
 from sada.consumers.store.author import AuthorView
 from sada.consumers.store.history import History
+from sada.consumers.store.keys import DeploymentKeys
 from sada.consumers.store.operations import Operations
 from sada.consumers.store.projection import Projection
 from sada.consumers.store.queue import WorkQueue
@@ -44,5 +46,15 @@ from sada.consumers.store.texts import Texts
 __all__ = ["SqlStore"]
 
 
-class SqlStore(Projection, SignedHeads, AuthorView, Audit, Operations, Texts, WorkQueue, History):
+class SqlStore(
+    Projection,
+    SignedHeads,
+    AuthorView,
+    Audit,
+    Operations,
+    Texts,
+    WorkQueue,
+    History,
+    DeploymentKeys,
+):
     """The read model, archive and checkpoints in one SQLite or PostgreSQL database."""

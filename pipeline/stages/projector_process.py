@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 from typing import Any
 
 from sada.infra.child import READY, STOP, Child, Parent
@@ -188,6 +189,9 @@ def _child_main(
     group: str,
     session_ms: int,
 ) -> None:
+    # A SIGTERM to the whole group (systemd, `timeout`) reaches this process too: the
+    # parent decides when the projector stops (it asks, then kills).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     asyncio.run(_child(parent, config, open_store, bootstrap, group, session_ms))
 
 

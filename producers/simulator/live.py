@@ -14,6 +14,7 @@ from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.logcodec import dumps
 from sada.producers.events import topic_for
+from sada.producers.privacy import pseudonymize_event
 from sada.producers.simulator.history import Simulation
 from sada.producers.simulator.submission import Tracker
 from sada.producers.simulator.world import DEFAULT_SOURCE_PREFIX, PEOPLE, person
@@ -39,9 +40,9 @@ async def run_demo(
     ratings, and one submission whose support climbs past the first two
     support thresholds within a few minutes (past the first within about a
     minute). ``pace`` speeds the live part up (tests); ``seed`` defaults to the
-    clock, so each run's ids differ from the last one's. ``settings`` is taken
-    for the caller's symmetry; the demo needs only the broker and the
-    organisation. Broker failures end the demo with a warning in the log, never
+    clock, so each run's ids differ from the last one's. Person ids are
+    pseudonymised with ``settings.pseudonym_key`` when it is set, as the
+    gateway does. Broker failures end the demo with a warning in the log, never
     the pipeline it feeds.
     """
     from aiokafka import AIOKafkaProducer
@@ -66,7 +67,7 @@ async def run_demo(
         )
         futures = []
         for event in history.events():
-            futures.append(await _send(producer, event))
+            futures.append(await _send(producer, event, settings.pseudonym_key))
             if len(futures) % 200 == 0:
                 await asyncio.sleep(0)  # generating is CPU work: let the pipeline run too
         await asyncio.gather(*futures)
@@ -74,7 +75,7 @@ async def run_demo(
         feed = _LiveFeed(history, rng, pace)
         while True:
             for event in feed.tick(datetime.now(UTC)):
-                await (await _send(producer, event))
+                await (await _send(producer, event, settings.pseudonym_key))
             await asyncio.sleep(feed.interval())
     except KafkaError as e:
         log.warning("demo traffic stopped: %s", e)
@@ -85,7 +86,9 @@ async def run_demo(
             await producer.stop()
 
 
-async def _send(producer: Any, event: dict[str, Any]) -> Any:
+async def _send(producer: Any, event: dict[str, Any], key: str | None) -> Any:
+    if key:  # the deployment's key: demo people are pseudonymous like real ones
+        event = pseudonymize_event(event, key)
     return await producer.send(
         topic_for(event), value=dumps(event), key=event["subject"].encode("utf-8")
     )

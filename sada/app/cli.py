@@ -3,18 +3,22 @@
 ``main()`` wraps :func:`run`, which takes the arguments and the output streams
 and returns an exit code, so every command is testable in-process. A
 :class:`~sada.pipeline.domain.errors.SadaError` ends a command with its one-line reason on
-stderr and exit code 1.
+stderr and exit code 1; a reader that stops reading (``| head``) ends it quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from sada import __version__
+from sada.app.logs import configure_logging
+from sada.infra.settings import Settings
 from sada.pipeline.domain.errors import SadaError
 
 # Subcommand name -> module under sada.app.commands. Each module defines
@@ -29,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "replay": "replay",
     "audit": "audit",
     "bench": "bench",
+    "dlq": "dlq",
     "report": "report",
 }
 
@@ -69,7 +74,18 @@ def run(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
 
 
 def main() -> None:
-    sys.exit(run(sys.argv[1:], sys.stdout, sys.stderr))
+    with contextlib.suppress(SadaError):  # a bad setting is the command's to report
+        configure_logging(Settings.from_env())
+    try:
+        code = run(sys.argv[1:], sys.stdout, sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``sada track CODE | head``): what it wanted it has.
+        # Point stdout at /dev/null so that the interpreter's last flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ class ReplayStats:
     partitions: int = 0
     escalations: int = 0
     stopped_at: dict[int, int] = field(default_factory=dict)  # partition -> next offset
+    # partition -> next offset of the records replayed (before an --as-of's final tick)
+    replayed_to: dict[int, int] = field(default_factory=dict)
 
 
 def replay(
@@ -92,6 +94,7 @@ def replay(
                     flush(partition)
             for partition in list(pending):
                 flush(partition)
+            stats.replayed_to = {p: pr.next_offset for p, pr in projectors.items()}
             if as_of is not None:
                 for projector in projectors.values():
                     result = projector.apply_batch([(projector.next_offset, encode_tick(as_of))])
@@ -143,7 +146,12 @@ def compare(
         width = (key_width or {}).get(table, 1)
         a = {r[:width]: r for r in live.get(table, [])}
         b = {r[:width]: r for r in replayed.get(table, [])}
-        for key in sorted(set(a) | set(b), key=repr):
+        for key in sorted(set(a) | set(b), key=natural_key):
             if a.get(key) != b.get(key):
                 out.append(Difference(table, key, a.get(key), b.get(key)))
     return out
+
+
+def natural_key(key: tuple[Any, ...]) -> tuple[tuple[int, Any], ...]:
+    """A sort key that orders numbers as numbers (``100`` before ``1000``), then text."""
+    return tuple((0, v) if isinstance(v, int) else (1, "" if v is None else str(v)) for v in key)

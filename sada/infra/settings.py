@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from sada.infra.redact import mask_url
 from sada.pipeline.domain.errors import SettingsError
 
 ClockMode = Literal["wall", "event"]
@@ -38,8 +39,10 @@ class Settings:
     max_event_bytes: int = 65536
     max_future_seconds: float = 300.0  # events stamped further ahead are rejected
     group: str = "sada"  # the consumer groups' prefix: workers with one group share the work
-    pseudonym_key: str | None = None
+    pseudonym_key: str | None = dataclasses.field(default=None, repr=False)
     log_level: str = "WARNING"
+    production: bool = False
+    connect_timeout: float = 5.0
     # The archive's signed checkpoints (see the README, "Proof anyone can check").
     deployment: str = "sada.localhost"  # names the logs (checkpoint origins) and default keys
     signing_key_file: Path | None = None  # else a key generated into the data directory
@@ -67,6 +70,8 @@ class Settings:
             group=_get(env, "SADA_GROUP", str, d.group) or d.group,
             pseudonym_key=_get(env, "SADA_PSEUDONYM_KEY", str, d.pseudonym_key),
             log_level=(_get(env, "SADA_LOG_LEVEL", str, d.log_level) or d.log_level).upper(),
+            production=_environment(env, "SADA_ENV"),
+            connect_timeout=_positive_float(env, "SADA_CONNECT_TIMEOUT", d.connect_timeout),
             deployment=_deployment(env, "SADA_DEPLOYMENT", d.deployment),
             signing_key_file=_get(env, "SADA_SIGNING_KEY_FILE", Path, d.signing_key_file),
             checkpoint_seconds=_positive_float(
@@ -77,6 +82,16 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed; ``None`` values leave a field as it is."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def __repr__(self) -> str:  # the database URL may carry a password; the key stays out
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        shown["database_url"] = mask_url(self.database_url) if self.database_url else None
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    @property
+    def shown_database_url(self) -> str:
+        """:attr:`effective_database_url` with its password masked: for output."""
+        return mask_url(self.effective_database_url)
 
     @property
     def effective_database_url(self) -> str:
@@ -136,3 +151,11 @@ def _clock(env: Mapping[str, str], name: str, default: ClockMode) -> ClockMode:
     if value == "event":
         return "event"
     raise SettingsError(name, f"must be 'wall' or 'event', got {value!r}")
+
+
+def _environment(env: Mapping[str, str], name: str) -> bool:
+    """``SADA_ENV``: ``production`` turns on production mode's checks."""
+    value = _get(env, name, str, "development").lower()
+    if value not in ("development", "production"):
+        raise SettingsError(name, f"must be 'development' or 'production', got {value!r}")
+    return value == "production"

@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sada.app import proofs
-from sada.app.commands.common import add_connection_arguments, resolve_settings
+from sada.app.commands.common import (
+    add_connection_arguments,
+    open_existing_store,
+    resolve_config,
+    resolve_settings,
+)
+from sada.app.times import show_time
 from sada.consumers.store import SqlStore
 from sada.consumers.tree_audit import audit_store
 from sada.pipeline.domain.calendar import to_jalali
-from sada.pipeline.domain.errors import NotFoundError, SadaError
+from sada.pipeline.domain.errors import NotFoundError, SadaError, StoreError
 from sada.pipeline.domain.model import parse_time
 from sada.pipeline.domain.tracking import parse_tracking_code
 
@@ -99,7 +105,7 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         if args.save is None:
             raise SadaError("--url goes with --save FILE")
         return proofs.save_checkpoints(None, args.url, args.save, stdout)
-    store = SqlStore(settings.effective_database_url)
+    store = open_existing_store(settings)  # never created here: read-only but for keys
     try:
         if command == "verify":
             return _verify(store, args.checkpoints, args.key or [], stdout)
@@ -116,12 +122,15 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             if args.save is not None:
                 return proofs.save_checkpoints(store, None, args.save, stdout)
             return 0
-        return _timeline(store, args.code, args.format, stdout)
+        tz = resolve_config(settings).calendar.timezone
+        return _timeline(store, args.code, args.format, tz, stdout)
     finally:
         store.close()
 
 
 def _verify(store: SqlStore, saved: Path | None, keys: list[str], stdout: TextIO) -> int:
+    if not any(c.next_offset for c in store.checkpoints()):
+        raise StoreError("the archive is empty: nothing to verify")
     held = proofs.read_saved(saved) if saved is not None else []
     verifiers = [proofs.parse_key(k) for k in keys] or None
     return proofs.print_tree_report(audit_store(store, held, verifiers), stdout)
@@ -173,7 +182,7 @@ def timeline_rows(store: SqlStore, code_text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _timeline(store: SqlStore, code: str, fmt: str, stdout: TextIO) -> int:
+def _timeline(store: SqlStore, code: str, fmt: str, tz: str, stdout: TextIO) -> int:
     rows = timeline_rows(store, code)
     if fmt == "json":
         json.dump(rows, stdout, ensure_ascii=False, indent=2)
@@ -181,14 +190,19 @@ def _timeline(store: SqlStore, code: str, fmt: str, stdout: TextIO) -> int:
     elif fmt == "csv":
         writer = csv.DictWriter(stdout, fieldnames=list(rows[0].keys()) if rows else ["at"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([{k: _csv_value(v) for k, v in r.items()} for r in rows])
     else:
         for r in rows:
             late = " (late)" if r["late"] else ""
-            print(
-                f"{r['at']}  [{r['at_jalali']}]  {r['actor']:<22} {r['change']}{late}", file=stdout
-            )
+            print(f"{show_time(r['at'], tz)}  {r['actor']:<22} {r['change']}{late}", file=stdout)
     return 0
+
+
+def _csv_value(value: Any) -> Any:
+    """CSV spells booleans as JSON does (``true``/``false``), not as Python."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 def _actor(ce: dict[str, Any]) -> str:

@@ -6,14 +6,29 @@ import argparse
 import math
 from pathlib import Path
 
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from sada.app import discovery
+from sada.consumers.store import SqlStore
+from sada.consumers.store import engine as engine_
+from sada.infra.reach import require_kafka
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config, load_config
-from sada.pipeline.domain.errors import SettingsError
+from sada.pipeline.domain.errors import SettingsError, StoreError
 
 
 def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
+    """``--bootstrap``, and ``--data-dir`` to find a running embedded broker without it."""
     parser.add_argument(
-        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP)"
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP; default: the embedded broker "
+        "of a sada run on the data directory)",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", type=Path, help="data directory (SADA_DATA_DIR)"
     )
 
 
@@ -24,9 +39,6 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config", metavar="FILE", type=Path, help="organisation config TOML (SADA_CONFIG)"
-    )
-    parser.add_argument(
-        "--data-dir", metavar="DIR", type=Path, help="data directory (SADA_DATA_DIR)"
     )
 
 
@@ -43,10 +55,20 @@ def require_bootstrap(
     settings: Settings,
     message: str = "no Kafka cluster given; pass --bootstrap HOST:PORT or set it",
 ) -> str:
-    """The Kafka bootstrap servers, or a one-line reason naming the variable."""
-    if not settings.kafka_bootstrap:
-        raise SettingsError("SADA_KAFKA_BOOTSTRAP", message)
-    return settings.kafka_bootstrap
+    """The Kafka bootstrap servers, or a one-line reason naming the variable.
+
+    Without one given, the embedded broker of a ``sada run`` on the same data
+    directory, if one is running. An unreachable cluster is a one-line error
+    within ``SADA_CONNECT_TIMEOUT`` seconds.
+    """
+    found = settings.kafka_bootstrap or discovery.running_bootstrap(settings.data_dir)
+    if not found:
+        raise SettingsError(
+            "SADA_KAFKA_BOOTSTRAP",
+            f"{message} (no sada run with an embedded broker on {settings.data_dir})",
+        )
+    require_kafka(found, settings.connect_timeout)
+    return found
 
 
 def whole_number(text: str, minimum: int = 1) -> int:
@@ -84,3 +106,39 @@ def positive_float(text: str) -> float:
 
 def resolve_config(settings: Settings) -> Config:
     return load_config(settings.config_path)
+
+
+def connect_url(settings: Settings) -> str:
+    """The database URL, with a connect timeout (``SADA_CONNECT_TIMEOUT``) where it takes one."""
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        seconds = max(1, math.ceil(settings.connect_timeout))
+        url = url.update_query_dict({"connect_timeout": str(seconds)})
+    return url.render_as_string(hide_password=False)
+
+
+def open_existing_store(settings: Settings) -> SqlStore:
+    """The store, for reading only: never created, never migrated.
+
+    A missing SQLite file, or a database without Sada's tables, is a one-line
+    error that says where it looked.
+    """
+    url = make_url(settings.effective_database_url)
+    shown = settings.shown_database_url
+    if url.get_backend_name() == "sqlite" and not engine_.is_memory(url):
+        path = Path(url.database or "")
+        if not url.query.get("uri") and not path.is_file():
+            raise StoreError(
+                f"no Sada database at {path}: give --data-dir of a sada run, or --database URL"
+            )
+    store = SqlStore(connect_url(settings))
+    try:
+        with store.engine.connect() as conn:
+            found = sa_inspect(conn).has_table("archive")
+    except SQLAlchemyError as e:
+        store.close()
+        raise StoreError(f"cannot read the database {shown}: {engine_.describe(e)}") from e
+    if not found:
+        store.close()
+        raise StoreError(f"the database {shown} holds no Sada store (no sada run has used it)")
+    return store

@@ -6,8 +6,8 @@ Each non-blank line is one event. A line may leave out what
 submission's ``submission_id`` and ``tracking_code``; ``source`` from
 ``--source``); what it gives is kept. Each completed event is validated as
 ingress validates it: an invalid line is not sent and is reported with its
-line number and reason. With ``SADA_PSEUDONYM_KEY`` set, person ids are
-pseudonymised before sending.
+line number and reason. Person ids are pseudonymised before sending, with
+``SADA_PSEUDONYM_KEY`` or the key of the embedded default's data directory.
 
 ``--raw`` sends every line unchanged and unchecked (to the input topic of its
 ``type`` when it names one, else to ``--topic``), so that ingress judges it:
@@ -32,6 +32,7 @@ import orjson
 
 from sada.app.commands.common import add_bootstrap_argument, require_bootstrap, resolve_settings
 from sada.infra import contracts, topics
+from sada.infra.pseudonym_key import resolve_key
 from sada.pipeline.domain.errors import EventRejectedError, SadaError
 from sada.pipeline.domain.reasons import Reason
 from sada.producers.privacy import Pseudonymizer
@@ -74,13 +75,14 @@ class _Tally:
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     settings = resolve_settings(args)
-    bootstrap = require_bootstrap(settings)
-    pseudonymizer = None
-    if settings.pseudonym_key and not args.raw:
-        pseudonymizer = Pseudonymizer(settings.pseudonym_key.encode("utf-8"))
     tally = _Tally()
     with ExitStack() as stack:
-        stream = _open(args.file, stack)
+        stream = _open(args.file, stack)  # a missing file is the first thing to hear of
+        bootstrap = require_bootstrap(settings)
+        # The deployment's key: given, or the one the embedded default keeps in the
+        # data directory. Without either, ingress pseudonymises what it reads.
+        key = resolve_key(settings, create=False)
+        pseudonymizer = Pseudonymizer(key.encode("utf-8")) if key and not args.raw else None
         producer = SadaProducer(
             bootstrap,
             source=args.source,

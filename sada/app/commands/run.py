@@ -14,23 +14,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
+import threading
 from typing import Any, TextIO
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from sada.app.commands.common import add_connection_arguments, resolve_config, resolve_settings
+from sada.app import discovery
+from sada.app.commands.common import (
+    add_connection_arguments,
+    connect_url,
+    resolve_config,
+    resolve_settings,
+)
+from sada.app.logs import configure_logging
+from sada.app.production import check_production
 from sada.consumers.store import SqlStore
 from sada.infra.broker import EmbeddedBroker, port_is_free
 from sada.infra.datadir import DataDirLock
 from sada.infra.metrics import Metrics
+from sada.infra.pseudonym_key import FINGERPRINT_NAME, fingerprint, resolve_key
+from sada.infra.reach import require_kafka
 from sada.infra.settings import Settings
 from sada.infra.signing import load_signer
 from sada.infra.topics import ensure_topics
 from sada.pipeline.domain.config import Config
-from sada.pipeline.domain.errors import BrokerError, SadaError
+from sada.pipeline.domain.errors import BrokerError, SadaError, SettingsError
 from sada.pipeline.domain.note import Signer
 
 HELP = "run the pipeline: embedded broker (unless --bootstrap), worker, HTTP API"
@@ -44,32 +54,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, help="partitions per topic (SADA_PARTITIONS)")
     parser.add_argument("--clock", choices=["wall", "event"], help="pipeline clock (SADA_CLOCK)")
     parser.add_argument("--demo", action="store_true", help="also feed realistic demo traffic")
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="refuse demo settings: demo university, demo keys, no pseudonym key (SADA_ENV)",
+    )
 
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # Until the event loop takes the signals over: SIGTERM stops as Ctrl-C does.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args, stdout)
+    except KeyboardInterrupt:  # stopped while starting: everything started is stopped
+        return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace, stdout: TextIO) -> int:
     settings = resolve_settings(args).replace(
-        http_host=args.host, http_port=args.port, partitions=args.partitions, clock=args.clock
+        http_host=args.host,
+        http_port=args.port,
+        partitions=args.partitions,
+        clock=args.clock,
+        production=args.production or None,
     )
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     config = resolve_config(settings)
+    if settings.production:
+        check_production(settings, config)
     if not port_is_free(settings.http_host, settings.http_port):
         raise SadaError(
             f"HTTP port {settings.http_host}:{settings.http_port} is already in use "
             "(another sada run?); choose another with --port or SADA_HTTP_PORT"
         )
+    if settings.kafka_bootstrap is not None:
+        require_kafka(settings.kafka_bootstrap, settings.connect_timeout)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Its SQLite file or its embedded broker make the data directory this process's own.
     lock = None
     if settings.database_url is None or settings.kafka_bootstrap is None:
         lock = DataDirLock(settings.data_dir).acquire()
+    settings = settings.replace(pseudonym_key=resolve_key(settings, create=True))
+    assert settings.pseudonym_key is not None
+    configure_logging(settings)  # again, now that the key is known: it is masked too
     broker: EmbeddedBroker | None = None
     bootstrap = settings.kafka_bootstrap
     try:
-        store = SqlStore(settings.effective_database_url)
+        store = SqlStore(connect_url(settings))
         store.migrate()
         # Before anything starts: a worker whose key is not the deployment's stops here.
+        _check_key(store, settings.pseudonym_key)
         signer = load_signer(settings)
         store.register_signing_key(signer.verifier, settings.deployment)
         if bootstrap is None:
@@ -78,7 +117,8 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             )
             broker.start()
             bootstrap = broker.bootstrap
-        ensure_topics(bootstrap, settings.partitions)
+            discovery.announce(settings.data_dir, bootstrap)
+        ensure_topics(bootstrap, settings.partitions, timeout=settings.connect_timeout)
         if broker is not None:
             restored = restore_archive(store, bootstrap)
             if restored:
@@ -88,6 +128,7 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         )
     finally:
         if broker is not None:
+            discovery.withdraw(settings.data_dir, broker.bootstrap)
             broker.stop()
         if lock is not None:
             lock.release()
@@ -101,6 +142,18 @@ async def _watch_broker(broker: EmbeddedBroker, worker: Any) -> None:
         f"the embedded broker stopped (exit code {broker.exit_code}); "
         "restart sada run to restore it from the archive"
     )
+
+
+def _check_key(store: SqlStore, key: str) -> None:
+    """Refuse a pseudonym key other than the deployment's: one voter must stay one voter."""
+    mine = fingerprint(key)
+    theirs = store.claim_key_fingerprint(FINGERPRINT_NAME, mine)
+    if theirs != mine:
+        raise SettingsError(
+            "SADA_PSEUDONYM_KEY",
+            f"this worker's pseudonym key (fingerprint {mine[:12]}) is not the deployment's "
+            f"(fingerprint {theirs[:12]}): start every worker with the same key",
+        )
 
 
 def restore_archive(store: SqlStore, bootstrap: str) -> int:
@@ -177,7 +230,7 @@ async def _serve(
         f"sada running: dashboard http://{settings.http_host}:{settings.http_port}/dashboard "
         f"· health http://{settings.http_host}:{settings.http_port}/healthz "
         f"(broker {bootstrap}{' embedded' if embedded else ''}, "
-        f"database {settings.effective_database_url})",
+        f"database {settings.shown_database_url})",
         file=stdout,
         flush=True,
     )
@@ -194,13 +247,16 @@ async def _serve(
     if broker is not None:
         watched.add(asyncio.create_task(_watch_broker(broker, worker)))
     await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    # Asked to stop: what fails while everything stops (the group's signal reached the
+    # broker too) is not the run's failure.
+    asked = stop.is_set() and worker.failure is None
     if demo_task is not None:
         demo_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await demo_task
     await runner.cleanup()
     await worker.stop()
-    if worker.failure:
+    if worker.failure and not asked:
         print(f"sada run: {worker.failure}", file=stdout, flush=True)
         return 1
     return 0

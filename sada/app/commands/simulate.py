@@ -14,11 +14,9 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
-from datetime import time as clock_time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
 from sada.app.commands.common import (
     add_bootstrap_argument,
@@ -29,8 +27,8 @@ from sada.app.commands.common import (
     resolve_settings,
 )
 from sada.app.progress import Progress, duration
-from sada.pipeline.domain.config import parse_date
-from sada.pipeline.domain.errors import BrokerError, ConfigError, SadaError
+from sada.app.times import parse_when
+from sada.pipeline.domain.errors import BrokerError, SadaError
 from sada.pipeline.domain.logcodec import dumps as encode
 from sada.pipeline.domain.model import parse_time
 from sada.producers.events import topic_for
@@ -62,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--start",
         default=DEFAULT_START,
         metavar="ISO",
-        help=f"first instant: RFC 3339 with offset, or a date (default {DEFAULT_START})",
+        help=f"first instant: RFC 3339, a date or a Jalali date (default {DEFAULT_START})",
     )
     parser.add_argument(
         "--out",
@@ -93,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     settings = resolve_settings(args)
     config = resolve_config(settings)
-    start = parse_start(args.start, config.calendar.timezone)
+    start = parse_when(args.start, "--start", config.calendar.timezone)
     events = simulate(
         config,
         seed=args.seed,
@@ -132,24 +130,6 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             return 0
     progress.done()
     return 0
-
-
-def parse_start(text: str, timezone: str) -> datetime:
-    """An RFC 3339 instant with offset, or a date (midnight in the organisation's time zone)."""
-    text = text.strip()
-    if len(text) <= 10:
-        try:
-            day = parse_date(text, "--start")
-        except ConfigError as e:
-            raise SadaError(f"--start: {text!r} is not an RFC 3339 instant or a date") from e
-        return datetime.combine(day, clock_time(0), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as e:
-        raise SadaError(f"--start: {text!r} is not an RFC 3339 instant") from e
-    if parsed.tzinfo is None:
-        raise SadaError(f"--start: {text!r} has no UTC offset (e.g. end it with Z or +03:30)")
-    return parsed.astimezone(UTC)
 
 
 def _publish(

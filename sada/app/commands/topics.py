@@ -6,6 +6,7 @@ import argparse
 from typing import TextIO
 
 from sada.app.commands.common import (
+    add_bootstrap_argument,
     positive_int,
     require_bootstrap,
     resolve_settings,
@@ -16,9 +17,7 @@ HELP = "create Sada's topics on a Kafka cluster if missing, and list them"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (SADA_KAFKA_BOOTSTRAP)"
-    )
+    add_bootstrap_argument(parser)
     parser.add_argument(
         "--partitions",
         type=positive_int,
@@ -28,9 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=30.0,
         metavar="SECONDS",
-        help="how long to wait for the cluster (default 30)",
+        help="how long to wait for the cluster (SADA_CONNECT_TIMEOUT, default 5)",
     )
 
 
@@ -38,7 +36,9 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     settings = resolve_settings(args)
     bootstrap = require_bootstrap(settings)
     partitions = args.partitions or settings.partitions
-    statuses = ensure_topics(bootstrap, partitions, timeout=args.timeout)
+    statuses = ensure_topics(
+        bootstrap, partitions, timeout=args.timeout or settings.connect_timeout
+    )
     rows = [("topic", "partitions", "status")]
     for s in statuses:
         note = f" (wanted {s.wanted})" if s.status == "fewer-partitions" else ""

@@ -1,4 +1,7 @@
-"""``sada track CODE``: what an author sees for a tracking code, with Jalali dates."""
+"""``sada track CODE``: what an author sees for a tracking code, in the calendar's local time.
+
+Read-only: a missing or empty store is a one-line error, never a new database.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,14 @@ import argparse
 import json
 from typing import Any, TextIO
 
-from sada.app.commands.common import add_connection_arguments, resolve_settings
-from sada.consumers.store import SqlStore
-from sada.pipeline.domain.calendar import to_jalali
+from sada.app.commands.common import (
+    add_connection_arguments,
+    open_existing_store,
+    resolve_config,
+    resolve_settings,
+)
+from sada.app.times import show_time
 from sada.pipeline.domain.errors import NotFoundError, SadaError
-from sada.pipeline.domain.model import parse_time
 from sada.pipeline.domain.tracking import parse_tracking_code
 
 HELP = "show a submission by tracking code (Latin, Persian or Arabic-Indic digits)"
@@ -26,8 +32,10 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     code = parse_tracking_code(args.code)
     if code is None:
         raise SadaError(f"{args.code!r} is not a tracking code (8-12 digits, valid check digit)")
-    store = SqlStore(resolve_settings(args).effective_database_url)
-    found = store.submission_by_code(code)
+    settings = resolve_settings(args)
+    tz = resolve_config(settings).calendar.timezone
+    with open_existing_store(settings) as store:
+        found = store.submission_by_code(code)
     if found is None:
         raise NotFoundError(f"no submission has tracking code {code}")
     if args.json:
@@ -37,6 +45,9 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
     def p(line: str) -> None:
         print(line, file=stdout)
+
+    def _when(value: Any) -> str:
+        return show_time(value, tz)
 
     p(f"tracking code  {found['tracking_code']}")
     p(f"status         {found['status']}  ({found['kind']}, via {found['channel']})")
@@ -55,9 +66,3 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             f"({e['reason']})"
         )
     return 0
-
-
-def _when(value: Any) -> str:
-    if not value:
-        return "—"
-    return f"{value}  [{to_jalali(parse_time(value))}]"

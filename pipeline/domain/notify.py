@@ -1,0 +1,179 @@
+"""Who is told what: notifications derived from the projector's decisions.
+
+A pure rule, fed by decisions only (escalations, effective responses), never
+by raw input. Each decision yields at most one notification per recipient,
+whose id is a UUIDv5 of the decision id and the recipient, so a redelivered
+or replayed batch yields the same ids and a recipient never hears of one
+decision twice.
+
+Recipients are strings with a prefix naming who they are:
+
+* ``unit:<id>`` — the unit that now holds the submission (escalation target,
+  referral target);
+* ``monitoring:<id>`` — the monitoring unit, told of every overdue escalation;
+* ``author:<pseudonymous id>`` — the author, through the integrator source
+  that created the submission (carried in the notification's ``source``);
+* ``follower:<voter id>`` — supporters: a support vote follows by default.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sada.pipeline.domain.model import Escalated, ResponsePosted
+
+NOTIFICATION_PREFIX = "sada.notification."
+ESCALATED = "sada.notification.escalated"
+RESPONDED = "sada.notification.responded"
+REFERRED = "sada.notification.referred"
+OVERDUE = "sada.notification.overdue"
+THRESHOLD_REACHED = "sada.notification.threshold_reached"
+NOTIFICATION_TYPES: tuple[str, ...] = (ESCALATED, RESPONDED, REFERRED, OVERDUE, THRESHOLD_REACHED)
+
+# Fixed forever: changing it would give every notification a new id.
+NAMESPACE = uuid.UUID("5b1f0d4e-7c1a-5e0b-9a53-2d6c0f1e8a47")
+
+# Response kinds followers hear of: the submission was answered or resolved.
+_FOLLOWED_RESPONSES = frozenset({"answer", "resolution"})
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """A change to who follows a submission: on (follows) or off (stops)."""
+
+    submission_id: str
+    recipient: str  # "author:<id>" or "follower:<voter id>"
+    source: str | None  # the integrator source the recipient is reached through, if known
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who follows a submission when a decision is taken."""
+
+    followers: Mapping[str, str | None] = field(default_factory=dict)  # recipient -> source
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: str
+    type: str
+    recipient: str
+    submission_id: str
+    decision_id: str  # the escalation event id, or the response's event key
+    at: datetime  # the instant of the decision
+    source: str | None  # how an author is reached: the integrator source of the submission
+    data: Mapping[str, Any]
+
+
+def notification_id(decision_id: str, recipient: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{decision_id}\n{recipient}"))
+
+
+def unit_recipient(unit_id: str) -> str:
+    return f"unit:{unit_id}"
+
+
+def author_recipient(author_id: str) -> str:
+    return f"author:{author_id}"
+
+
+def follower_recipient(voter_id: str) -> str:
+    return f"follower:{voter_id}"
+
+
+def for_escalation(
+    esc: Escalated, audience: Audience, monitoring: str | None
+) -> list[Notification]:
+    """The receiving unit, the monitoring unit (if overdue), the author and the followers."""
+    data: dict[str, Any] = {
+        "from_level": esc.from_level,
+        "to_level": esc.to_level,
+        "from_unit_id": esc.from_unit_id,
+        "to_unit_id": esc.to_unit_id,
+        "reason": esc.reason,
+        "support": esc.support,
+    }
+    overdue = esc.reason != "support_threshold"
+    plan: list[tuple[str, str]] = [(unit_recipient(esc.to_unit_id), ESCALATED)]
+    if overdue and monitoring is not None:
+        plan.append((f"monitoring:{monitoring}", OVERDUE))
+    follower_type = ESCALATED if overdue else THRESHOLD_REACHED
+    plan.extend(_audience_plan(audience, ESCALATED, follower_type))
+    return _build(esc.event_id, esc.submission_id, esc.time, plan, audience, data)
+
+
+def for_response(
+    resp: ResponsePosted, at: datetime, audience: Audience, monitoring: str | None
+) -> list[Notification]:
+    """An effective response: the author always; a referral's target; followers on an answer."""
+    del monitoring  # told of overdue escalations only
+    data: dict[str, Any] = {
+        "response_id": resp.response_id,
+        "kind": resp.kind,
+        "unit_id": resp.unit_id,
+    }
+    plan: list[tuple[str, str]] = []
+    if resp.kind == "referral" and resp.referred_to_unit_id is not None:
+        data["referred_to_unit_id"] = resp.referred_to_unit_id
+        plan.append((unit_recipient(resp.referred_to_unit_id), REFERRED))
+        author_type = REFERRED
+    else:
+        author_type = RESPONDED
+    follower_type = RESPONDED if resp.kind in _FOLLOWED_RESPONSES else None
+    plan.extend(_audience_plan(audience, author_type, follower_type))
+    return _build(resp.key, resp.submission_id, at, plan, audience, data)
+
+
+def _audience_plan(
+    audience: Audience, author_type: str, follower_type: str | None
+) -> list[tuple[str, str]]:
+    authors = sorted(r for r in audience.followers if r.startswith("author:"))
+    plan = [(r, author_type) for r in authors]
+    if follower_type is not None:
+        plan.extend(
+            (r, follower_type) for r in sorted(audience.followers) if r.startswith("follower:")
+        )
+    return plan
+
+
+def _build(
+    decision_id: str,
+    submission_id: str,
+    at: datetime,
+    plan: Iterable[tuple[str, str]],
+    audience: Audience,
+    data: Mapping[str, Any],
+) -> list[Notification]:
+    out: list[Notification] = []
+    told: set[str] = set()
+    for recipient, type_ in plan:
+        if recipient in told:
+            continue  # one notification per (decision, recipient): the first plan entry wins
+        told.add(recipient)
+        out.append(
+            Notification(
+                notification_id(decision_id, recipient),
+                type_,
+                recipient,
+                submission_id,
+                decision_id,
+                at,
+                audience.followers.get(recipient),
+                dict(data),
+            )
+        )
+    return out
+
+
+def apply_follows(followers: dict[str, str | None], follows: Iterable[Follow]) -> None:
+    """Apply follow changes, in order, to a ``recipient -> source`` map of one submission."""
+    for f in follows:
+        if f.on:
+            followers[f.recipient] = f.source
+        else:
+            followers.pop(f.recipient, None)

@@ -1,0 +1,149 @@
+"""Who is told what: the pure notification rule, the monitoring-unit config, and the
+projector filling a batch's notifications (hand-computed cases)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from sada.pipeline.domain.config import parse_config
+from sada.pipeline.domain.errors import ConfigError
+from sada.pipeline.domain.model import Escalated, ResponsePosted
+from sada.pipeline.domain.notify import (
+    ESCALATED,
+    NAMESPACE,
+    OVERDUE,
+    REFERRED,
+    RESPONDED,
+    THRESHOLD_REACHED,
+    Audience,
+    Follow,
+    apply_follows,
+    for_escalation,
+    for_response,
+    notification_id,
+)
+
+T = datetime(2026, 5, 5, 9, 0, tzinfo=UTC)
+AUDIENCE = Audience(
+    {
+        "author:stu-1": "/integrations/telegram",
+        "follower:v2": None,
+        "follower:v1": None,
+    }
+)
+
+
+def _esc(reason: str) -> Escalated:
+    return Escalated(
+        "esc-1",
+        "sub-1",
+        T,
+        0,
+        1,
+        "univ.food",
+        "univ.vc",
+        reason,
+        50,
+        None,  # type: ignore[arg-type]
+    )
+
+
+def _resp(kind: str, target: str | None = None) -> ResponsePosted:
+    return ResponsePosted("/p r-1", T, "sub-1", "r-1", "univ.food", kind, target)
+
+
+def test_threshold_escalation_tells_unit_author_and_followers_not_monitoring() -> None:
+    got = for_escalation(_esc("support_threshold"), AUDIENCE, "univ.audit")
+    assert [(n.recipient, n.type) for n in got] == [
+        ("unit:univ.vc", ESCALATED),
+        ("author:stu-1", ESCALATED),
+        ("follower:v1", THRESHOLD_REACHED),
+        ("follower:v2", THRESHOLD_REACHED),
+    ]
+    assert got[1].source == "/integrations/telegram"
+    assert got[0].source is None
+    assert all(n.at == T and n.submission_id == "sub-1" for n in got)
+    assert got[0].data["to_unit_id"] == "univ.vc"
+
+
+def test_overdue_escalation_tells_the_monitoring_unit() -> None:
+    got = for_escalation(_esc("first_response_overdue"), AUDIENCE, "univ.audit")
+    assert [(n.recipient, n.type) for n in got] == [
+        ("unit:univ.vc", ESCALATED),
+        ("monitoring:univ.audit", OVERDUE),
+        ("author:stu-1", ESCALATED),
+        ("follower:v1", ESCALATED),
+        ("follower:v2", ESCALATED),
+    ]
+    assert [n.recipient for n in for_escalation(_esc("resolution_overdue"), Audience(), None)] == [
+        "unit:univ.vc"
+    ]
+
+
+def test_ids_are_uuid5_of_decision_and_recipient() -> None:
+    got = for_escalation(_esc("support_threshold"), AUDIENCE, None)
+    assert got[0].id == str(uuid.uuid5(NAMESPACE, "esc-1\nunit:univ.vc"))
+    assert got[0].id == notification_id("esc-1", "unit:univ.vc")
+    assert len({n.id for n in got}) == len(got)
+    # The same decision again: the same ids.
+    assert [n.id for n in for_escalation(_esc("support_threshold"), AUDIENCE, None)] == [
+        n.id for n in got
+    ]
+
+
+def test_responses() -> None:
+    ack = for_response(_resp("acknowledgement"), T, AUDIENCE, "univ.audit")
+    assert [(n.recipient, n.type) for n in ack] == [("author:stu-1", RESPONDED)]
+    answer = for_response(_resp("answer"), T, AUDIENCE, None)
+    assert [(n.recipient, n.type) for n in answer] == [
+        ("author:stu-1", RESPONDED),
+        ("follower:v1", RESPONDED),
+        ("follower:v2", RESPONDED),
+    ]
+    assert answer[0].decision_id == "/p r-1" and answer[0].data["kind"] == "answer"
+    referral = for_response(_resp("referral", "univ.it"), T, AUDIENCE, None)
+    assert [(n.recipient, n.type) for n in referral] == [
+        ("unit:univ.it", REFERRED),
+        ("author:stu-1", REFERRED),
+    ]
+    assert referral[0].data["referred_to_unit_id"] == "univ.it"
+
+
+def test_one_notification_per_recipient() -> None:
+    # The escalation target is also a follower's id spelled as a unit: still one each.
+    audience = Audience({"unit:univ.vc": None, "follower:v1": None})
+    got = for_escalation(_esc("support_threshold"), audience, None)
+    assert [n.recipient for n in got] == ["unit:univ.vc", "follower:v1"]
+
+
+def test_apply_follows_in_order() -> None:
+    followers: dict[str, str | None] = {"follower:v1": None}
+    apply_follows(
+        followers,
+        [
+            Follow("sub-1", "follower:v2", None, True),
+            Follow("sub-1", "follower:v1", None, False),
+            Follow("sub-1", "author:a", "/s", True),
+        ],
+    )
+    assert followers == {"follower:v2": None, "author:a": "/s"}
+
+
+def _units(*extra: dict[str, object]) -> dict[str, object]:
+    return {
+        "units": [
+            {"id": "univ", "name": "U"},
+            {"id": "univ.audit", "name": "A", "parent": "univ", **(extra[0] if extra else {})},
+        ]
+    }
+
+
+def test_monitoring_unit_from_config() -> None:
+    assert parse_config(_units()).monitoring_unit == "univ"  # default: the root
+    assert parse_config(_units({"monitoring": True})).monitoring_unit == "univ.audit"
+    with pytest.raises(ConfigError) as e:
+        parse_config(_units({"monitoring": "yes"}))
+    assert "units[1].monitoring" in str(e.value)

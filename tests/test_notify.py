@@ -4,12 +4,14 @@ projector filling a batch's notifications (hand-computed cases)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sada.pipeline.domain.config import parse_config
 from sada.pipeline.domain.errors import ConfigError
+from sada.pipeline.domain.logcodec import encode_event, encode_tick
+from sada.pipeline.domain.memstore import MemoryStore
 from sada.pipeline.domain.model import Escalated, ResponsePosted
 from sada.pipeline.domain.notify import (
     ESCALATED,
@@ -25,6 +27,8 @@ from sada.pipeline.domain.notify import (
     for_response,
     notification_id,
 )
+from sada.pipeline.domain.projector import Projector
+from sada.pipeline.domain.rules import Rules
 
 T = datetime(2026, 5, 5, 9, 0, tzinfo=UTC)
 AUDIENCE = Audience(
@@ -147,3 +151,111 @@ def test_monitoring_unit_from_config() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(_units({"monitoring": "yes"}))
     assert "units[1].monitoring" in str(e.value)
+
+
+# -- the projector fills a batch's notifications ------------------------------------------
+
+RULES = Rules.from_config(
+    parse_config(
+        {
+            "ladder": {"support": [2]},
+            "units": [
+                {"id": "univ", "name": "U"},
+                {"id": "univ.audit", "name": "A", "parent": "univ", "monitoring": True},
+                {"id": "univ.food", "name": "F", "parent": "univ"},
+            ],
+        }
+    )
+)
+
+
+def _ce(
+    n: int, type_: str, data: dict[str, object], minutes: int, sid: str = "sub-1"
+) -> tuple[bytes, str]:
+    ce = {
+        "specversion": "1.0",
+        "id": f"e{n}",
+        "source": "/integrations/telegram",
+        "type": type_,
+        "time": (T + timedelta(minutes=minutes)).isoformat(),
+        "subject": sid,
+        "datacontenttype": "application/json",
+        "data": {"submission_id": sid, **data},
+    }
+    return encode_event(
+        ce, T + timedelta(minutes=minutes), False, "sada.x"
+    ), f"/integrations/telegram e{n}"
+
+
+def _history() -> list[bytes]:
+    created = {
+        "tracking_code": "7816838",
+        "kind": "complaint",
+        "unit_id": "univ.food",
+        "channel": "telegram",
+        "title": "t",
+        "body": "b",
+        "language": "fa",
+        "author": {"id": "stu-1", "role": "student"},
+        "anonymous": True,
+    }
+    return [
+        _ce(0, "sada.submission.created", created, 0)[0],
+        _ce(1, "sada.vote.cast", {"voter_id": "v1", "stance": "support"}, 1)[0],
+        _ce(2, "sada.vote.cast", {"voter_id": "v3", "stance": "oppose"}, 2)[0],
+        _ce(3, "sada.vote.cast", {"voter_id": "v2", "stance": "support"}, 3)[0],  # threshold
+        _ce(4, "sada.vote.retracted", {"voter_id": "v1"}, 4)[0],
+        _ce(5, "sada.response.posted", _answer("univ"), 5)[0],
+        _ce(6, "sada.submission.created", {**created, "tracking_code": "7816839"}, 6, "sub-2")[0],
+        encode_tick(T + timedelta(days=60)),  # sub-2 was never answered: overdue
+    ]
+
+
+def _answer(unit: str) -> dict[str, object]:
+    return {"response_id": "r-1", "unit_id": unit, "kind": "acknowledgement", "body": "x"}
+
+
+def _notes(store: MemoryStore) -> list[tuple[str, str, str]]:
+    return [(n.decision_id, n.recipient, n.type) for n in store.unpublished_notifications()]
+
+
+def test_projector_tells_each_decisions_audience_as_it_was_then() -> None:
+    store = MemoryStore()
+    Projector(RULES, store, 0).apply_batch(list(enumerate(_history())))
+    notes = _notes(store)
+    esc = store.unpublished_escalations()
+    assert [e.reason for e in esc][:1] == ["support_threshold"]
+    threshold = esc[0].event_id
+    assert notes[:4] == [
+        (threshold, "unit:univ", ESCALATED),
+        (threshold, "author:stu-1", ESCALATED),
+        (threshold, "follower:v1", THRESHOLD_REACHED),  # v3 opposed: not a follower
+        (threshold, "follower:v2", THRESHOLD_REACHED),  # its vote crossed the threshold
+    ]
+    # The acknowledgement: the author only (followers hear of answers and resolutions).
+    assert notes[4] == ("/integrations/telegram e5", "author:stu-1", RESPONDED)
+    assert store.unpublished_notifications()[1].source == "/integrations/telegram"
+    overdue = next(e for e in esc if e.submission_id == "sub-2")
+    assert overdue.reason == "first_response_overdue"
+    assert [(r, t) for d, r, t in notes if d == overdue.event_id] == [
+        ("unit:univ", ESCALATED),
+        ("monitoring:univ.audit", OVERDUE),
+        ("author:stu-1", ESCALATED),
+    ]
+    ids = [n.id for n in store.unpublished_notifications()]
+    assert len(ids) == len(set(ids))
+
+
+def test_batch_boundaries_change_nothing() -> None:
+    whole = MemoryStore()
+    Projector(RULES, whole, 0).apply_batch(list(enumerate(_history())))
+    for cut in range(1, len(_history())):
+        split = MemoryStore()
+        records = list(enumerate(_history()))
+        projector = Projector(RULES, split, 0)
+        projector.apply_batch(records[:cut])
+        projector.apply_batch(records[cut:])
+        assert _notes(split) == _notes(whole), cut
+        # A restarted projector redelivered the whole log: nothing new.
+        Projector(RULES, split, 0).apply_batch(records)
+        assert _notes(split) == _notes(whole), cut

@@ -16,6 +16,7 @@ The class is put together from one part per concern, all standing on
 uses, rebuild mode's included):
 
 - :mod:`.projection`: the projector's loads, lookups, batch write and outbox;
+- :mod:`.notifications`: followers, the notification outbox, webhook deliveries;
 - :mod:`.author`: what an author sees for a tracking code;
 - :mod:`.audit`: timelines, the archive and its chains, dumps;
 - :mod:`.operations`: the queries behind /metrics and /dashboard.
@@ -31,11 +32,12 @@ from __future__ import annotations
 
 from sada.consumers.store.audit import Audit
 from sada.consumers.store.author import AuthorView
+from sada.consumers.store.notifications import NotificationStore
 from sada.consumers.store.operations import Operations
 from sada.consumers.store.projection import Projection
 
 __all__ = ["SqlStore"]
 
 
-class SqlStore(Projection, AuthorView, Audit, Operations):
+class SqlStore(Projection, NotificationStore, AuthorView, Audit, Operations):
     """The read model, archive and checkpoints in one SQLite or PostgreSQL database."""

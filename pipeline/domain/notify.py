@@ -19,7 +19,7 @@ Recipients are strings with a prefix naming who they are:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -177,3 +177,54 @@ def apply_follows(followers: dict[str, str | None], follows: Iterable[Follow]) -
             followers[f.recipient] = f.source
         else:
             followers.pop(f.recipient, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A decision to tell people of, with where it was taken."""
+
+    offset: int  # the log record being applied when it was decided
+    follows: int  # how many of the batch's follow changes precede it
+    decision: Escalated | tuple[ResponsePosted, datetime]  # a response with its instant
+
+    @property
+    def submission_id(self) -> str:
+        d = self.decision
+        return d.submission_id if isinstance(d, Escalated) else d[0].submission_id
+
+
+def notifications(
+    decisions: Iterable[Decision],
+    follows: Sequence[Follow],
+    stored: Mapping[str, Mapping[str, str | None]],
+    monitoring: str | None,
+) -> list[tuple[int, Notification]]:
+    """A batch's notifications, in decision order, each with the offset that decided it.
+
+    ``stored`` is who followed each submission before the batch; ``follows`` the
+    batch's changes, of which each decision sees those that precede it.
+    """
+    current: dict[str, dict[str, str | None]] = {}
+    applied = 0
+    out: list[tuple[int, Notification]] = []
+    for d in decisions:
+        for f in follows[applied : max(applied, d.follows)]:
+            apply_follows(_current(current, stored, f.submission_id), (f,))
+        applied = max(applied, d.follows)
+        audience = Audience(dict(_current(current, stored, d.submission_id)))
+        if isinstance(d.decision, Escalated):
+            made = for_escalation(d.decision, audience, monitoring)
+        else:
+            made = for_response(d.decision[0], d.decision[1], audience, monitoring)
+        out.extend((d.offset, n) for n in made)
+    return out
+
+
+def _current(
+    current: dict[str, dict[str, str | None]],
+    stored: Mapping[str, Mapping[str, str | None]],
+    sid: str,
+) -> dict[str, str | None]:
+    if sid not in current:
+        current[sid] = dict(stored.get(sid, {}))
+    return current[sid]

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from sada.pipeline.domain.model import Escalated, ResponsePosted, Stance, SubmissionState
+from sada.pipeline.domain.notify import Follow, Notification
 
 GENESIS_HASH = "0" * 64
 
@@ -70,6 +71,9 @@ class BatchWrite:
     responses: list[tuple[ResponsePosted, datetime, bool]] = field(default_factory=list)
     escalations: list[Escalated] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    follows: list[Follow] = field(default_factory=list)  # in decision order
+    # (log offset of the record that decided it, notification), in decision order
+    notifications: list[tuple[int, Notification]] = field(default_factory=list)
 
 
 class ProjectionStore(Protocol):
@@ -117,6 +121,18 @@ class ProjectionStore(Protocol):
     ) -> list[Rejection]: ...
 
     def mark_rejections_published(self, keys: Iterable[str]) -> None: ...
+
+    def followers(self, submission_ids: Iterable[str]) -> dict[str, dict[str, str | None]]:
+        """Who follows each submission (recipient -> source), as committed."""
+        ...
+
+    def unpublished_notifications(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Notification]:
+        """Oldest first, in decision order per partition (of ``partitions``, if given)."""
+        ...
+
+    def mark_notifications_published(self, ids: Iterable[str]) -> None: ...
 
 
 class ProjectorStore(ProjectionStore, Protocol):

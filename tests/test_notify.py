@@ -3,10 +3,13 @@ projector filling a batch's notifications (hand-computed cases)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from sada.pipeline.domain.config import parse_config
 from sada.pipeline.domain.errors import ConfigError
@@ -16,6 +19,7 @@ from sada.pipeline.domain.model import Escalated, ResponsePosted
 from sada.pipeline.domain.notify import (
     ESCALATED,
     NAMESPACE,
+    NOTIFICATION_TYPES,
     OVERDUE,
     REFERRED,
     RESPONDED,
@@ -27,6 +31,7 @@ from sada.pipeline.domain.notify import (
     for_response,
     notification_id,
 )
+from sada.pipeline.domain.outbound import notification_event, notification_schema
 from sada.pipeline.domain.projector import Projector
 from sada.pipeline.domain.rules import Rules
 
@@ -259,3 +264,38 @@ def test_batch_boundaries_change_nothing() -> None:
         # A restarted projector redelivered the whole log: nothing new.
         Projector(RULES, split, 0).apply_batch(records)
         assert _notes(split) == _notes(whole), cut
+
+
+# -- the CloudEvents: one schema per type, an example each ---------------------------------
+
+NOTIFICATION_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "notifications"
+
+
+def _schema(type_: str) -> Draft202012Validator:
+    schema = json.loads((NOTIFICATION_SCHEMAS / f"{type_}.v1.json").read_text("utf-8"))
+    Draft202012Validator.check_schema(schema)
+    assert schema["$id"] == notification_schema(type_)
+    return Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize("type_", NOTIFICATION_TYPES)
+def test_each_type_has_a_schema_and_a_valid_example(type_: str) -> None:
+    example = json.loads(
+        (NOTIFICATION_SCHEMAS / "examples" / f"{type_}.valid.1.json").read_text("utf-8")
+    )
+    assert example["type"] == type_ and example["dataschema"] == notification_schema(type_)
+    _schema(type_).validate(example["data"])
+    wrong = {**example["data"], "recipient": "someone"}
+    assert not _schema(type_).is_valid(wrong)
+
+
+def test_every_notification_of_a_history_fits_its_schema() -> None:
+    store = MemoryStore()
+    Projector(RULES, store, 0).apply_batch(list(enumerate(_history())))
+    made = store.unpublished_notifications()
+    made += for_response(_resp("referral", "univ.it"), T, AUDIENCE, None)
+    assert {n.type for n in made} == set(NOTIFICATION_TYPES)
+    for n in made:
+        event = notification_event(n)
+        assert event["id"] == n.id and event["subject"] == n.submission_id
+        _schema(n.type).validate(event["data"])

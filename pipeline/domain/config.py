@@ -22,6 +22,7 @@ import jdatetime
 
 from sada.pipeline.domain.errors import ConfigError
 from sada.pipeline.domain.vocabulary import SUBMISSION_KINDS
+from sada.pipeline.domain.webhooks import Webhook, webhooks
 
 KINDS = SUBMISSION_KINDS  # the kinds an SLA is configured for, as the schemas name them
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
@@ -76,6 +77,7 @@ class Config:
     sla: Mapping[str, SlaHours] = field(default_factory=lambda: dict(DEFAULT_SLA))
     integrators: tuple[Integrator, ...] = ()
     units: Mapping[str, Unit] = field(default_factory=dict)
+    webhooks: tuple[Webhook, ...] = ()
 
     def parent_of(self, unit_id: str) -> str | None:
         unit = self.units.get(unit_id)
@@ -109,7 +111,7 @@ def load_config(path: Path | None = None) -> Config:
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
-    _only(raw, "", {"calendar", "ladder", "sla", "integrators", "units"})
+    _only(raw, "", {"calendar", "ladder", "sla", "integrators", "units", "webhooks"})
     units = _units(raw.get("units", []))
     return Config(
         calendar=_calendar(raw.get("calendar", {})),
@@ -117,6 +119,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         sla=_sla(raw.get("sla", {})),
         integrators=_integrators(raw.get("integrators", [])),
         units=units,
+        webhooks=webhooks(raw.get("webhooks", []), units),
     )
 
 

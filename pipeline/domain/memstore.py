@@ -7,7 +7,7 @@ keeps except the archive's hash chain (the archive lives in the SQL store).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TypeVar
@@ -34,6 +34,7 @@ class MemoryStore:
         self.follows: dict[str, dict[str, str | None]] = {}  # submission -> recipient -> source
         self.notifications: dict[str, tuple[int, int, int, Notification]] = {}  # id -> order
         self.notifications_published: set[str] = set()
+        self.deliveries: dict[tuple[str, str], str] = {}  # (notification, endpoint) -> state
         self.writes = 0
 
     def load(self, partition: int) -> tuple[Checkpoint, list[SubmissionState]]:
@@ -131,8 +132,14 @@ class MemoryStore:
         )
         return [t[3] for t in sorted(todo, key=lambda t: t[:3])][:limit]
 
-    def mark_notifications_published(self, ids: Iterable[str]) -> None:
-        self.notifications_published.update(ids)
+    def mark_notifications_published(
+        self, ids: Iterable[str], routes: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        todo = list(ids)
+        self.notifications_published.update(todo)
+        for nid in todo:
+            for endpoint in (routes or {}).get(nid, ()):
+                self.deliveries.setdefault((nid, endpoint), "pending")
 
 
 def _outbox(

@@ -8,7 +8,7 @@ effect, a crash after commit leaves no gap, so redelivery changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -132,7 +132,11 @@ class ProjectionStore(Protocol):
         """Oldest first, in decision order per partition (of ``partitions``, if given)."""
         ...
 
-    def mark_notifications_published(self, ids: Iterable[str]) -> None: ...
+    def mark_notifications_published(
+        self, ids: Iterable[str], routes: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        """Mark published; with ``routes`` (id -> webhook endpoints), queue their deliveries."""
+        ...
 
 
 class ProjectorStore(ProjectionStore, Protocol):

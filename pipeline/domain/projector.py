@@ -85,6 +85,7 @@ class BatchResult:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
     late: list[str] = field(default_factory=list)  # types of late events
     held: int = 0  # events the partition holds after the batch
+    notifications: int = 0  # written with the batch
 
 
 @dataclass(slots=True)
@@ -192,6 +193,7 @@ class Projector:
         )
         self.checkpoint = self.store.write(batch)
         result.escalations = batch.escalations
+        result.notifications = len(batch.notifications)
         result.clock = self.fold.clock
         result.held = self.held
         return result

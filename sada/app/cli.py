@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "replay": "replay",
     "audit": "audit",
     "bench": "bench",
+    "notifications": "notifications",
 }
 
 

@@ -42,6 +42,7 @@ from sada.infra.metric_labels import (
     clamp_status,
     clamp_type,
 )
+from sada.infra.webhook_metrics import WebhookMetrics
 from sada.pipeline.domain.reasons import Reason
 
 # Business-hour buckets include every default SLA bound (16, 24, 40, 80, 160)
@@ -378,6 +379,7 @@ class Metrics:
             registry=registry,
         )
         self._build_info.labels(version=version).set(1)
+        self.webhooks = WebhookMetrics(registry)
 
         self._snapshot = _SnapshotCollector(self.clamp_unit, self.clamp_stage, self.clamp_topic)
         registry.register(self._snapshot)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from sada.pipeline.domain.errors import SettingsError
+from sada.pipeline.domain.errors import ConfigError, SettingsError
+from sada.pipeline.domain.webhooks import Webhook, secret_key
 
 ClockMode = Literal["wall", "event"]
 T = TypeVar("T")
@@ -40,6 +41,8 @@ class Settings:
     group: str = "sada"  # the consumer groups' prefix: workers with one group share the work
     pseudonym_key: str | None = None
     log_level: str = "WARNING"
+    webhook_backoff_seconds: float = 5.0  # the first retry's delay, doubling per attempt
+    webhook_give_up_hours: float = 24.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -63,6 +66,12 @@ class Settings:
             group=_get(env, "SADA_GROUP", str, d.group) or d.group,
             pseudonym_key=_get(env, "SADA_PSEUDONYM_KEY", str, d.pseudonym_key),
             log_level=(_get(env, "SADA_LOG_LEVEL", str, d.log_level) or d.log_level).upper(),
+            webhook_backoff_seconds=_positive_float(
+                env, "SADA_WEBHOOK_BACKOFF_SECONDS", d.webhook_backoff_seconds
+            ),
+            webhook_give_up_hours=_positive_float(
+                env, "SADA_WEBHOOK_GIVE_UP_HOURS", d.webhook_give_up_hours
+            ),
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -75,6 +84,30 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'sada.db').resolve()}"
+
+
+def webhook_keys(
+    hooks: Iterable[Webhook], environ: Mapping[str, str] | None = None
+) -> dict[str, bytes]:
+    """Each webhook's signing key, from its ``secret`` or the variable its ``secret_env`` names.
+
+    A variable unset or not in ``whsec_<base64>`` form raises naming the variable.
+    """
+    env = os.environ if environ is None else environ
+    keys = {}
+    for i, h in enumerate(hooks):
+        if h.secret is not None:
+            keys[h.id] = secret_key(h.secret, f"webhooks[{i}].secret")
+            continue
+        assert h.secret_env is not None
+        value = env.get(h.secret_env, "").strip()
+        if not value:
+            raise SettingsError(h.secret_env, f"is not set (webhooks[{i}].secret_env of {h.id!r})")
+        try:
+            keys[h.id] = secret_key(value, h.secret_env)
+        except ConfigError as e:
+            raise SettingsError(h.secret_env, "must hold whsec_ followed by base64") from e
+    return keys
 
 
 def _get(env: Mapping[str, str], name: str, conv: Callable[[str], T], default: T) -> T:

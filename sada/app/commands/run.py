@@ -21,10 +21,11 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from sada.app.commands.common import add_connection_arguments, resolve_config, resolve_settings
 from sada.consumers.store import SqlStore
+from sada.consumers.webhooks import Deliverer, DeliveryPolicy
 from sada.infra.broker import EmbeddedBroker, port_is_free
 from sada.infra.datadir import DataDirLock
 from sada.infra.metrics import Metrics
-from sada.infra.settings import Settings
+from sada.infra.settings import Settings, webhook_keys
 from sada.infra.topics import ensure_topics
 from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.errors import BrokerError, SadaError
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = resolve_config(settings)
+    keys = webhook_keys(config.webhooks)  # a missing secret stops here, before anything starts
     if not port_is_free(settings.http_host, settings.http_port):
         raise SadaError(
             f"HTTP port {settings.http_host}:{settings.http_port} is already in use "
@@ -76,7 +78,9 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             restored = restore_archive(store, bootstrap)
             if restored:
                 print(f"restored {restored} archived log records", file=stdout, flush=True)
-        return asyncio.run(_serve(settings, config, store, bootstrap, broker, args.demo, stdout))
+        return asyncio.run(
+            _serve(settings, config, store, bootstrap, broker, args.demo, stdout, keys)
+        )
     finally:
         if broker is not None:
             broker.stop()
@@ -123,6 +127,7 @@ async def _serve(
     broker: EmbeddedBroker | None,
     demo: bool,
     stdout: TextIO,
+    keys: dict[str, bytes],
 ) -> int:
     embedded = broker is not None
     from sada.consumers.dashboard import routes as dashboard_routes
@@ -142,6 +147,13 @@ async def _serve(
         snapshot_source(worker.store, worker.config, worker, asyncio.get_running_loop())
     )
     await worker.start()
+    metrics.webhooks.set_endpoints(keys)
+    policy = DeliveryPolicy(
+        backoff_seconds=settings.webhook_backoff_seconds,
+        give_up_seconds=settings.webhook_give_up_hours * 3600,
+    )
+    deliverer = Deliverer(store, config.webhooks, keys, metrics.webhooks, policy)
+    delivering = asyncio.create_task(deliverer.run())
     routes = [gateway_routes(settings, config, bootstrap), dashboard_routes(worker)]
     app = build_app(worker, store, registry, routes)
     runner = web.AppRunner(app, access_log=None)
@@ -179,6 +191,9 @@ async def _serve(
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await demo_task
     await runner.cleanup()
+    await deliverer.stop()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(delivering, timeout=15)
     await worker.stop()
     if worker.failure:
         print(f"sada run: {worker.failure}", file=stdout, flush=True)

@@ -89,6 +89,10 @@ LABELS: Mapping[str, frozenset[str]] = {
     "sada_worker_up": frozenset({"stage"}),
     "sada_snapshot_errors_total": frozenset(),
     "sada_build_info": frozenset({"version"}),
+    "sada_webhook_delivered_total": frozenset({"endpoint"}),
+    "sada_webhook_failed_attempts_total": frozenset({"endpoint"}),
+    "sada_webhook_attempt_seconds": frozenset({"endpoint"}),
+    "sada_webhook_oldest_undelivered_seconds": frozenset({"endpoint"}),
 }
 """Every metric family as queried in PromQL (counters with ``_total``) and its label names."""
 
@@ -99,6 +103,7 @@ HISTOGRAMS: frozenset[str] = frozenset(
         "sada_resolution_business_hours",
         "sada_satisfaction_rating",
         "sada_decision_lag_seconds",
+        "sada_webhook_attempt_seconds",
     }
 )
 

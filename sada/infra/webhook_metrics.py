@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sada.infra.metric_labels import clamp
+from sada.infra.metric_labels import UNKNOWN, clamp
 
 ATTEMPT_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -39,11 +39,14 @@ class WebhookMetrics:
             registry=registry,
         )
 
+        self.set_endpoints(())
+
     def set_endpoints(self, ids: Iterable[str]) -> None:
         self.endpoints = frozenset(ids)
-        for e in self.endpoints:
+        for e in self.endpoints | {UNKNOWN}:
             self._delivered.labels(endpoint=e)
             self._failed.labels(endpoint=e)
+            self._latency.labels(endpoint=e)
             self._oldest.labels(endpoint=e).set(0)
 
     def delivered(self, endpoint: str, seconds: float) -> None:

@@ -8,7 +8,8 @@ with ``webhook-id`` (the notification id, the same on every attempt),
 "{id}.{timestamp}.{body}">``. 2xx is delivered; 410 disables the endpoint
 (the delivery is kept as failed, to resend once enabled again); anything else
 is retried with exponential backoff and jitter, up to an hour apart, until the
-delivery is older than the give-up age.
+delivery is older than the give-up age. Each attempt first claims its row
+with a lease, so several workers sharing a database never both send it.
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ class Deliverer:
         created: datetime,
     ) -> bool:
         """One POST; False when the endpoint is now disabled."""
+        now = datetime.now(UTC)
+        lease = now + timedelta(seconds=self.policy.timeout_seconds + 5)
+        if not await asyncio.to_thread(self.store.claim_delivery, n.id, hook.id, now, lease):
+            return True  # another worker has it
         body = dumps(notification_event(n))
         stamp = int(time.time())
         headers = {

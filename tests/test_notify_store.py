@@ -61,6 +61,11 @@ def test_publishing_fans_out_to_deliveries_once(store: SqlStore) -> None:
     due = store.due_deliveries("hook-a", datetime.now(UTC) + timedelta(seconds=1))
     assert [n.id for n, _, _ in due] == [n.id for n in todo if n.id in routes]
     first = due[0][0]
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    lease = soon + timedelta(seconds=15)
+    assert store.claim_delivery(first.id, "hook-a", soon, lease)
+    assert not store.claim_delivery(first.id, "hook-a", soon, lease)  # another worker: no
+    assert store.claim_delivery(first.id, "hook-a", lease, lease)  # the lease ran out
     later = datetime.now(UTC) + timedelta(hours=1)
     store.record_attempt(first.id, "hook-a", "pending", 500, "boom", later, NOW)
     assert first.id not in {

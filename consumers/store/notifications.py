@@ -161,6 +161,26 @@ class NotificationStore(StoreBase):
             ).all()
         return [(_notification(r), r.attempts, utc(r.created_at)) for r in rows]
 
+    def claim_delivery(
+        self, notification_id: str, endpoint: str, now: datetime, until: datetime
+    ) -> bool:
+        """Take one due delivery for an attempt, leased until ``until``; False if another
+        worker took it first (or it is no longer due). A worker that dies mid-attempt
+        leaves the lease to run out: the delivery is tried again, with the same id."""
+        d = deliveries.c
+        with self._writing("claiming a delivery") as conn:
+            done = conn.execute(
+                update(deliveries)
+                .where(
+                    d.notification_id == notification_id,
+                    d.endpoint == endpoint,
+                    d.state == "pending",
+                    d.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=until)
+            )
+        return bool(done.rowcount == 1)
+
     def record_attempt(
         self,
         notification_id: str,

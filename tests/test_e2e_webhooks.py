@@ -54,7 +54,9 @@ class Receiver:
         self.requests: list[tuple[str, dict[str, str], bytes, int]] = []
         self.lock = threading.Lock()
         self._seen: Counter[str] = Counter()
+        self.hang = True  # "slow" answers nothing while set
         self._loop = asyncio.new_event_loop()
+        self._released = asyncio.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -66,7 +68,12 @@ class Receiver:
             self._seen[f"{name} {msg_id}"] += 1
             attempt = self._seen[f"{name} {msg_id}"]
             status = {"good": 200, "gone": 410}.get(name, 500 if attempt <= 3 else 204)
+            if name == "slow":
+                status = 0 if self.hang else 200
             self.requests.append((name, dict(request.headers), body, status))
+        if status == 0:  # never answered: the sender is killed meanwhile
+            await self._released.wait()
+            raise web.HTTPServiceUnavailable()
         return web.Response(status=status)
 
     def _serve(self) -> None:
@@ -86,6 +93,7 @@ class Receiver:
 
     def stop(self) -> None:
         async def down() -> None:
+            self._released.set()
             await self._runner.cleanup()
 
         asyncio.run_coroutine_threadsafe(down(), self._loop).result(10)
@@ -97,12 +105,14 @@ class Receiver:
             return [(h, b, s) for n, h, b, s in self.requests if n == name]
 
 
-def _config(tmp_path: Path, port: int) -> Path:
+def _config(tmp_path: Path, port: int, names: tuple[str, ...] = ("good", "flaky", "gone")) -> Path:
     shipped = Path(__file__).resolve().parent.parent / "sada" / "default_config.toml"
     text = shipped.read_text("utf-8").replace("support = [50, 200, 1000]", "support = [3]")
     assert "support = [3]" in text
     hooks = ""
-    for name, secret in (("good", GOOD_SECRET), ("flaky", None), ("gone", GONE_SECRET)):
+    secrets = {"good": GOOD_SECRET, "flaky": None, "gone": GONE_SECRET, "slow": GOOD_SECRET}
+    for name in names:
+        secret = secrets[name]
         hooks += (
             f'\n[[webhooks]]\nid = "{name}"\nurl = "http://127.0.0.1:{port}/{name}"\n'
             + (f'secret = "{secret}"\n' if secret else 'secret_env = "SADA_WEBHOOK_FLAKY"\n')
@@ -218,6 +228,64 @@ def test_escalations_reach_subscribed_webhooks_once_signed_retried_and_disabled_
         assert run.interrupt() == 0, run.output()
     finally:
         run.close()
+        receiver.stop()
+
+
+def test_kill_9_mid_delivery_and_a_restart_lose_nothing_and_keep_the_ids(
+    tmp_path: Path,
+) -> None:
+    receiver = Receiver()
+    receiver.start()
+    config = _config(tmp_path, receiver.port, ("slow",))
+    data = tmp_path / "data"
+    env = clean_env(**FAST_TIMERS, SADA_CONFIG=str(config), SADA_WEBHOOK_BACKOFF_SECONDS="0.05")
+    port = free_port()
+    first = start_run(tmp_path / "first", data, port, env=env)
+    try:
+        bootstrap = wait_healthy(first, port)["broker"]["bootstrap"]
+        factory = EventFactory(seed=16)
+        subs = [factory.submission() for _ in range(2)]
+        producer = RawProducer(bootstrap)
+        for sub in subs:
+            producer.send(topics.SUBMISSIONS, json.dumps(sub).encode(), _key(sub))
+        producer.flush()
+        for sub in subs:
+            for i in range(3):
+                vote = factory.vote(_sid(sub), f"voter-{i}")
+                producer.send(topics.VOTES, json.dumps(vote).encode(), _key(vote))
+        producer.flush()
+        producer.close()
+        esc = wait_for(
+            lambda: (e := read_topic(bootstrap, topics.ESCALATIONS)) and len(e) >= 2 and e,
+            60,
+            "two escalations",
+            watch=first,
+        )
+        want = {
+            notification_id(json.loads(r.value or b"")["id"], f"unit:{PARENT_UNIT}") for r in esc
+        }
+        wait_for(lambda: receiver.of("slow"), 60, "the first attempt", watch=first)
+        first.kill()  # mid-attempt: the receiver has the request and has not answered
+    finally:
+        first.close()
+    receiver.hang = False
+    second = start_run(tmp_path / "second", data, port, name="sada-run-2", env=env)
+    try:
+        wait_healthy(second, port)
+
+        def delivered() -> set[str] | None:
+            ok = {h["webhook-id"] for h, _, s in receiver.of("slow") if s == 200}
+            return ok if ok >= want else None
+
+        assert wait_for(delivered, 90, "both deliveries after the restart", watch=second) == want
+        verifier = Verifier(GOOD_SECRET)
+        for headers, body, _ in receiver.of("slow"):
+            assert verifier.verify(body, headers)["id"] == headers["webhook-id"]
+        # Nothing under another id: every request carried one of the two.
+        assert {h["webhook-id"] for h, _, _ in receiver.of("slow")} == want
+        assert second.interrupt() == 0, second.output()
+    finally:
+        second.close()
         receiver.stop()
 
 

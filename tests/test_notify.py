@@ -3,7 +3,9 @@ projector filling a batch's notifications (hand-computed cases)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import tomllib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from sada.infra.settings import webhook_keys
 from sada.pipeline.domain.config import parse_config
-from sada.pipeline.domain.errors import ConfigError
+from sada.pipeline.domain.errors import ConfigError, SettingsError
 from sada.pipeline.domain.logcodec import encode_event, encode_tick
 from sada.pipeline.domain.memstore import MemoryStore
 from sada.pipeline.domain.model import Escalated, ResponsePosted
@@ -34,6 +37,7 @@ from sada.pipeline.domain.notify import (
 from sada.pipeline.domain.outbound import notification_event, notification_schema
 from sada.pipeline.domain.projector import Projector
 from sada.pipeline.domain.rules import Rules
+from sada.pipeline.domain.webhooks import routes
 
 T = datetime(2026, 5, 5, 9, 0, tzinfo=UTC)
 AUDIENCE = Audience(
@@ -299,3 +303,75 @@ def test_every_notification_of_a_history_fits_its_schema() -> None:
         event = notification_event(n)
         assert event["id"] == n.id and event["subject"] == n.submission_id
         _schema(n.type).validate(event["data"])
+
+
+def test_the_readmes_webhook_example_parses_and_routes() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    block = readme.split("<!-- example: webhooks -->\n```toml\n", 1)[1].split("```", 1)[0]
+    raw = tomllib.loads(load_config_text() + block)
+    hooks = parse_config(raw).webhooks
+    assert [h.id for h in hooks] == ["food-unit-inbox"] and hooks[0].secret_env
+    with pytest.raises(ConfigError) as e:
+        parse_config({**raw, "webhooks": [{**raw["webhooks"][0], "types": ["escalated"]}]})
+    assert "webhooks[0].types" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config({**raw, "webhooks": [{**raw["webhooks"][0], "url": "ftp://x"}]})
+    assert "webhooks[0].url" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config({**raw, "webhooks": [{**raw["webhooks"][0], "secret": "whsec_AAAA"}]})
+    assert "webhooks[0].secret_env" in str(e.value)  # both given
+
+
+def load_config_text() -> str:
+    shipped = Path(__file__).resolve().parent.parent / "sada" / "default_config.toml"
+    return shipped.read_text("utf-8") + "\n"
+
+
+def test_routes_follow_types_recipient_kinds_and_unit_subtrees() -> None:
+    config = parse_config(
+        {
+            **_units(),
+            "webhooks": [
+                {"id": "all", "url": "http://a", "secret": SECRET, "types": [ESCALATED]},
+                {
+                    "id": "root-units",
+                    "url": "https://b/x",
+                    "secret": SECRET,
+                    "types": [ESCALATED, OVERDUE],
+                    "units": ["univ"],
+                },
+                {
+                    "id": "audit-only",
+                    "url": "https://c",
+                    "secret": SECRET,
+                    "types": [OVERDUE],
+                    "units": ["univ.audit"],
+                    "recipients": ["monitoring"],
+                },
+            ],
+        }
+    )
+    made = for_escalation(_esc("first_response_overdue"), AUDIENCE, "univ.audit")
+    parent = {"univ.vc": "univ", "univ.audit": "univ"}.get
+    got = {n.recipient: routes(config.webhooks, n, parent) for n in made}
+    assert got == {
+        "unit:univ.vc": ["all", "root-units"],
+        "monitoring:univ.audit": ["root-units", "audit-only"],
+        "author:stu-1": ["all"],
+        "follower:v1": ["all"],
+        "follower:v2": ["all"],
+    }
+
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef").decode()
+
+
+def test_webhook_keys_name_the_variable() -> None:
+    hook = parse_config(
+        {"webhooks": [{"id": "w", "url": "http://a", "secret_env": "SADA_W", "types": [ESCALATED]}]}
+    ).webhooks
+    assert webhook_keys(hook, {"SADA_W": SECRET}) == {"w": b"0123456789abcdef"}
+    for env in ({}, {"SADA_W": "plain"}):
+        with pytest.raises(SettingsError) as e:
+            webhook_keys(hook, env)
+        assert "SADA_W" in str(e.value)

@@ -20,7 +20,7 @@ import contextlib
 import statistics
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -230,8 +230,87 @@ def _walk(origin: str, created_at: datetime, moves: Sequence[_Move]) -> list[_Vi
     return visits
 
 
-def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
+def stays(history: Mapping[str, Sequence[Any]]) -> Iterator[tuple[Any, list[_Visit]]]:
+    """Each submission of ``history`` with its stays at units, first responses marked.
+
+    A submission moves by escalation or referral; each stay begins at its
+    arrival and has the first response the unit gave during it (a response is
+    effective only from the unit holding the submission).
+    """
+    origins: dict[str, str] = {row.submission_id: row.unit_id for row in history["origins"]}
+    moves: dict[str, list[_Move]] = {}
+    for e in history["escalations"]:
+        moves.setdefault(e.submission_id, []).append(
+            _Move(e.time, (1, int(e.to_level)), e.from_unit_id, e.to_unit_id, e.reason)
+        )
+    responses: dict[str, list[Any]] = {}
+    for r in history["responses"]:
+        responses.setdefault(r.submission_id, []).append(r)
+        target = r.referred_to_unit_id
+        if r.kind == "referral" and target and target != r.unit_id:
+            offset = -1 if r.offset is None else int(r.offset)
+            moves.setdefault(r.submission_id, []).append(
+                _Move(r.at, (0, offset), r.unit_id, target, "referral")
+            )
+    for s in history["submissions"]:
+        sid = s.submission_id
+        own_moves = moves.get(sid, [])
+        origin = origins.get(sid) or (
+            min(own_moves, key=lambda m: (m.time, m.order)).from_unit if own_moves else s.unit_id
+        )
+        visits = _walk(origin, s.created_at, own_moves)
+        for r in responses.get(sid, []):
+            # The unit's latest stay that had begun by then.
+            for v in reversed(visits):
+                if v.unit == r.unit_id and v.start <= r.at:
+                    if v.first_response is None:
+                        v.first_response = r.at
+                    break
+        yield s, visits
+
+
+def first_response_hours(
+    history: Mapping[str, Sequence[Any]], rules: Rules
+) -> dict[str, list[float]]:
+    """Business hours from each arrival at a unit to the unit's first response, by kind.
+
+    ``sada_first_response_business_hours`` read from the store, so it
+    survives a restart. Stays that ended unanswered (escalated away, or still
+    waiting) have no first response and are not counted. (The projector's
+    histogram also observes a stay that a vote escalated away unanswered.)
+    """
+    out: dict[str, list[float]] = {}
+    cal = rules.calendar
+    for s, visits in stays(history):
+        for v in visits:
+            if v.first_response is not None:
+                hours = cal.business_hours_between(v.start, v.first_response)
+                out.setdefault(s.kind, []).append(hours)
+    return out
+
+
+def unit_ranking(
+    store: SqlStore,
+    rules: Rules,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`rank_units` over the store's whole history (one read of it)."""
+    return rank_units(store.unit_history(), rules, since, until)
+
+
+def rank_units(
+    history: Mapping[str, Sequence[Any]],
+    rules: Rules,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
     """Units ranked on answering in time, best first; one dict per unit that received anything.
+
+    ``history`` is :meth:`~sada.consumers.store.SqlStore.unit_history`'s.
+    With ``since`` / ``until``, only visits that began in ``[since, until)``
+    count, escalations away that happened then, and ratings of submissions
+    created then: the ranking of a period (a report's week or month).
 
     A *visit* is one stay of a submission at a unit: from its creation there,
     or its arrival by escalation or referral, until it moved on. Per unit:
@@ -259,9 +338,10 @@ def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
     response (shortest first), then unit id; units without a ratio or a median
     come after those with one. ``position`` counts from 1.
     """
-    history = store.unit_history()
-    origins: dict[str, str] = {row.submission_id: row.unit_id for row in history["origins"]}
-    moves: dict[str, list[_Move]] = {}
+
+    def within(t: datetime) -> bool:
+        return (since is None or t >= since) and (until is None or t < until)
+
     tallies: dict[str, _UnitTally] = {}
 
     def tally(unit: str) -> _UnitTally:
@@ -271,40 +351,18 @@ def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
         return found
 
     for e in history["escalations"]:
-        moves.setdefault(e.submission_id, []).append(
-            _Move(e.time, (1, int(e.to_level)), e.from_unit_id, e.to_unit_id, e.reason)
-        )
+        if not within(e.time):
+            continue
         away = tally(e.from_unit_id)
         away.escalations_away += 1
         if e.reason in OVERDUE_REASONS:
             away.overdue_escalations_away += 1
-    responses: dict[str, list[Any]] = {}
-    for r in history["responses"]:
-        responses.setdefault(r.submission_id, []).append(r)
-        target = r.referred_to_unit_id
-        if r.kind == "referral" and target and target != r.unit_id:
-            offset = -1 if r.offset is None else int(r.offset)
-            moves.setdefault(r.submission_id, []).append(
-                _Move(r.at, (0, offset), r.unit_id, target, "referral")
-            )
 
-    for s in history["submissions"]:
-        sid = s.submission_id
-        own_moves = moves.get(sid, [])
-        origin = origins.get(sid) or (
-            min(own_moves, key=lambda m: (m.time, m.order)).from_unit if own_moves else s.unit_id
-        )
-        visits = _walk(origin, s.created_at, own_moves)
-        for r in responses.get(sid, []):
-            # The unit's latest stay that had begun by then (a response is
-            # effective only from the unit holding the submission).
-            for v in reversed(visits):
-                if v.unit == r.unit_id and v.start <= r.at:
-                    if v.first_response is None:
-                        v.first_response = r.at
-                    break
+    for s, visits in stays(history):
         sla = rules.sla.get(s.kind)
         for i, v in enumerate(visits):
+            if not within(v.start):
+                continue
             t = tally(v.unit)
             t.received += 1
             if v.first_response is not None:
@@ -322,7 +380,7 @@ def unit_ranking(store: SqlStore, rules: Rules) -> list[dict[str, Any]]:
                 and bool(s.first_response_overdue)
             ):
                 t.late += 1
-        if s.satisfaction is not None:
+        if s.satisfaction is not None and within(s.created_at):
             tally(s.unit_id).ratings.append(int(s.satisfaction))
 
     rows: list[dict[str, Any]] = []

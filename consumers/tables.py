@@ -1,4 +1,4 @@
-"""The SQL schema of the read model, the archive and the checkpoints (SQLAlchemy Core).
+"""The SQL schema: read model, archive, its Merkle trees and checkpoints (SQLAlchemy Core).
 
 Core tables rather than ORM classes: the projector writes thousands of rows
 per batch with ``executemany`` and reads them back as plain tuples.
@@ -30,10 +30,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from sada.pipeline.domain.merkle import EMPTY_ROOT
 from sada.pipeline.domain.model import format_time, parse_time
 
 INSTANT_LENGTH = len("2026-01-03T08:00:00.000000Z")
 HASH_LENGTH = 64
+EMPTY_ROOT_HEX = EMPTY_ROOT.hex()
 
 
 def instant_text(dt: datetime) -> str:
@@ -163,6 +165,8 @@ archive = Table(
     Column("record", LargeBinary, nullable=False),
     Column("prev_hash", String(HASH_LENGTH), nullable=False),
     Column("hash", String(HASH_LENGTH), nullable=False),
+    # The record's leaf in its partition's Merkle tree (leaves never skip, offsets may).
+    Column("leaf", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("partition", "offset", name="pk_archive"),
 )
 
@@ -175,6 +179,9 @@ checkpoints = Table(
     Column("head_hash", String(HASH_LENGTH), nullable=False),
     # What the partition's sequencer holds (JSON): watermarks, offsets of held events.
     Column("pending", Text, nullable=False, server_default=""),
+    # The partition's Merkle tree after the last archived record: its size and root (hex).
+    Column("tree_size", BigInteger, nullable=False, server_default="0"),
+    Column("tree_root", String(HASH_LENGTH), nullable=False, server_default=EMPTY_ROOT_HEX),
 )
 
 # Inputs that will not take effect: the ledger of rejections and the outbox of sada.dlq.
@@ -253,7 +260,51 @@ webhook_endpoints = Table(
     Column("reason", Text, nullable=False),
 )
 
+# Every complete subtree of every partition's Merkle tree (RFC 9162 hashes, 32 bytes),
+# keyed by ``seq``, the position of node (level, index) in the order nodes complete
+# (:func:`~sada.pipeline.domain.merkle.stored_index`): each batch appends at the end
+# of its partition's key range instead of touching one index page per tree level.
+# Proofs read O(log n) of these; the projector adds them in its records' transaction.
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("partition", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("partition", "seq", name="pk_merkle_nodes"),
+    sqlite_with_rowid=False,  # small rows: the key is the table, one b-tree, not two
+)
+
+# Signed checkpoints (C2SP signed notes); ``published``: sent to sada.checkpoints.
+signed_checkpoints = Table(
+    "signed_checkpoints",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("partition", Integer, nullable=False),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root", String(HASH_LENGTH), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("signed_at", Instant, nullable=False),
+    Column("published", Boolean, nullable=False),
+    Index("ix_signed_checkpoints_head", "partition", "key", "tree_size", unique=True),
+    Index("ix_signed_checkpoints_outbox", "published", "seq"),
+)
+
+# The deployment's verifier keys (public; the signing key is never stored). The
+# current key is the one not retired; the others verify older checkpoints.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("key", Text, primary_key=True),  # "<name>+<key ID>"
+    Column("verifier_key", Text, nullable=False),
+    Column("deployment", Text, nullable=False),
+    Column("added_at", Instant, nullable=False),
+    Column("retired_at", Instant),
+)
+
 # Tables whose rows are state (and so compared across backends); order is for reading only.
+# Signed checkpoints and keys are not: they record when and by whom, which replay cannot redo.
 STATE_TABLES = (
     submissions,
     votes,
@@ -263,4 +314,5 @@ STATE_TABLES = (
     rejections,
     archive,
     checkpoints,
+    merkle_nodes,
 )

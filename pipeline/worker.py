@@ -1,4 +1,4 @@
-"""The worker: wires the ingress and projector stages to a store and a broker, and reports health.
+"""The worker: wires its stages (ingress, projector, notary) to a store and a broker; its health.
 
 The projector runs in a process of its own when the database allows it.
 Readers outside (metrics, dashboard, ``/healthz``) use the small read
@@ -24,7 +24,9 @@ from sada.infra.metrics import Metrics
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.errors import SadaError
+from sada.pipeline.domain.note import Signer
 from sada.pipeline.stages.ingress_stage import IngressStage
+from sada.pipeline.stages.notary_stage import NotaryStage
 from sada.pipeline.stages.projector_process import ProjectorProcess
 from sada.pipeline.stages.projector_stage import ProjectorStage
 from sada.pipeline.stages.stage import EMBEDDED_SESSION_TIMEOUT_MS, SESSION_TIMEOUT_MS
@@ -46,12 +48,16 @@ class Worker:
         bootstrap: str,
         embedded: bool,
         projector_url: str | None = None,
+        signer: Signer | None = None,
     ) -> None:
         """``projector_url``: run the projector in a process of its own, on this database.
 
         The two stages are CPU-bound; in one process they share one core. An
         in-memory SQLite database cannot be shared with another process, so
         without a URL the projector runs here.
+
+        ``signer``: sign the archive's tree heads with it (the notary stage, in
+        this process: the key goes to no other). Without one, nothing is signed.
         """
         self.settings = settings
         self.config = config
@@ -74,16 +80,31 @@ class Worker:
                 session_ms,
             )
         )
+        self.notary: NotaryStage | None = (
+            None
+            if signer is None
+            else NotaryStage(
+                store, signer, settings.deployment, bootstrap, settings.checkpoint_seconds
+            )
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: str | None = None
+
+    def _stages(self) -> list[Any]:
+        stages: list[Any] = [self.ingress, self.projector]
+        return stages if self.notary is None else [*stages, self.notary]
 
     async def start(self) -> None:
         await self.projector.start()
         await self.ingress.start()
+        if self.notary is not None:
+            await self.notary.start()
         self._tasks = [
             asyncio.create_task(self._guard("ingress", self.ingress.run)),
             asyncio.create_task(self._guard("projector", self.projector.run)),
         ]
+        if self.notary is not None:
+            self._tasks.append(asyncio.create_task(self._guard("notary", self.notary.run)))
 
     async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -100,19 +121,23 @@ class Worker:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
 
     async def stop(self) -> None:
-        await self.ingress.stop()
-        await self.projector.stop()
+        for stage in self._stages():
+            await stage.stop()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, timeout=5)
-        await self.ingress.close()
-        await self.projector.close()
+        if self.notary is not None:
+            # A last round: the records applied since the last one get their checkpoint.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.notary.sign_now(), timeout=10)
+        for stage in self._stages():
+            await stage.close()
 
     @property
     def ok(self) -> bool:
         return (
             self.failure is None
-            and all(s.state == "running" for s in (self.ingress, self.projector))
+            and all(s.state == "running" for s in self._stages())
             and not any(t.done() for t in self._tasks)
         )
 
@@ -141,10 +166,13 @@ class Worker:
 
     def stages_up(self) -> dict[str, bool]:
         healthy = self.failure is None
-        return {
+        up = {
             "ingress": healthy and self.ingress.state == "running",
             "projector": healthy and self.projector.state == "running",
         }
+        if self.notary is not None:
+            up["notary"] = healthy and self.notary.state == "running"
+        return up
 
     def degraded(self) -> str | None:
         """Why a stage cannot make progress now (it retries by itself), or None."""
@@ -186,6 +214,17 @@ class Worker:
                     "fenced": projector.fenced,
                     "lag": await self.lag(),
                 },
+                **(
+                    {}
+                    if self.notary is None
+                    else {
+                        "notary": {
+                            "state": self.notary.state,
+                            "signed": self.notary.signed,
+                            "published": self.notary.published,
+                        }
+                    }
+                ),
             },
             "clock": clock.astimezone(UTC).isoformat() if clock else None,
             "uptime_seconds": round(time.time() - self.started, 3),

@@ -169,6 +169,19 @@ def _lookup(port: int, code: str) -> dict[str, Any] | None:
     return body
 
 
+def _totals(port: int) -> dict[str, Any]:
+    answer = get_json(port, "/api/v1/dashboard")
+    assert answer is not None and answer[0] == 200
+    overview: dict[str, Any] = answer[1]["overview"]
+    return {k: overview[k] for k in ("received", "accepted", "rejected", "late", "escalations")}
+
+
+def _queue(port: int) -> list[str]:
+    answer = get_json(port, "/api/v1/submissions?limit=100")
+    assert answer is not None and answer[0] == 200
+    return [item["tracking_code"] for item in answer[1]["items"]]
+
+
 @pytest.mark.timeout(180)
 def test_restart_on_the_same_data_directory_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
@@ -221,6 +234,11 @@ def test_restart_on_the_same_data_directory_loses_nothing(tmp_path: Path) -> Non
             ("support_threshold", PARENT_UNIT)
         ]
         assert len(before[contested["data"]["tracking_code"]]["responses"]) == 1
+        totals = _totals(port)
+        queue = _queue(port)
+        assert totals["escalations"] == 1 and totals["accepted"] >= 3 + len(votes)
+        assert set(queue) == set(expected)
+        assert f"http://127.0.0.1:{port}/dashboard" in first.stdout(), first.output()
         assert first.interrupt() == 0, first.output()
     finally:
         first.close()
@@ -231,6 +249,9 @@ def test_restart_on_the_same_data_directory_loses_nothing(tmp_path: Path) -> Non
         assert "restored" in second.stdout(), second.output()
         after = {code: _lookup(port, code) for code in expected}
         assert after == before
+        # The dashboard's totals are the store's, not counters that began again at 0.
+        assert _totals(port) == totals
+        assert _queue(port) == queue
 
         vote = factory.vote(_sid(popular), "voter-after-restart")
         producer = RawProducer(bootstrap)

@@ -469,3 +469,31 @@ def test_what_a_partition_holds_survives_a_restart() -> None:
     d.idle(wall + 40)
     d.project()
     assert sorted(d.store.events) == ["/test/ingress ahead"]
+
+
+def test_an_idle_report_older_than_anothers_progress_holds_the_clock() -> None:
+    """Worker A says its partition is idle; then its burst arrives while B reports progress.
+
+    A's earlier "idle" must not let B's progress overtake what A has not read yet.
+    """
+    d = Deployment.make(members=2, idle_seconds=5.0, start=NOW - 100)
+    a, b = d.members
+    a_parts = [(VOTES, 0)]
+    d.owners = {tp: (a if tp in a_parts else b) for tp in INPUTS}
+    a.assign(a_parts, len(INPUTS), NOW - 100)
+    b.assign([tp for tp in INPUTS if tp not in a_parts], len(INPUTS), NOW - 100)
+    d.publish(created("s1", minutes(0), id="c"), 0, now=NOW - 50)
+    d.mark(NOW - 50, members=[b])
+    d.mark(NOW, members=[a])  # A: quiet for long, its partition idle
+    d.publish(vote("s1", "u1", minutes(60), id="ahead"), 1, now=NOW + 1)  # on B's votes/1
+    d.mark(NOW + 1, members=[b])  # B's progress, newer than A's idle report
+    d.project()
+    p = partition_for("s1", LOG_PARTITIONS)
+    assert d.projectors[p].sequencer.clock is None or d.projectors[p].sequencer.clock < minutes(1)
+    # A's burst reaches it: a vote of minute 1, read after B's report.
+    d.publish(vote("s1", "u2", minutes(1), id="early"), 0, now=NOW + 2)
+    d.mark(NOW + 2, members=[a])
+    d.idle(NOW + 60)
+    d.project()
+    assert not d.store.events["/test/ingress early"].late
+    assert _applied_order(d, "s1") == ["c", "early", "ahead"]

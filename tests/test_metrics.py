@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.parser import text_string_to_metric_families
 
 from sada.infra.metrics import LABELS, METRIC_NAMES, Metrics, Snapshot
+from sada.pipeline.domain.config import DEFAULT_SLA
 from sada.pipeline.domain.reasons import Reason
 
 # The contract with dashboards and alerts: every family (as named in PromQL)
@@ -24,6 +25,9 @@ EXPECTED: dict[str, frozenset[str]] = {
     "sada_escalations_total": frozenset({"level", "reason"}),
     "sada_first_response_business_hours": frozenset({"kind"}),
     "sada_resolution_business_hours": frozenset({"kind"}),
+    "sada_first_responses_total": frozenset({"kind", "outcome"}),
+    "sada_resolutions_total": frozenset({"kind", "outcome"}),
+    "sada_sla_target_business_hours": frozenset({"kind", "clock"}),
     "sada_satisfaction_rating": frozenset({"unit"}),
     "sada_decision_lag_seconds": frozenset(),
     "sada_submissions_open": frozenset({"unit", "kind", "status"}),
@@ -42,17 +46,8 @@ EXPECTED: dict[str, frozenset[str]] = {
 }
 BOUNDED_LABELS = frozenset(
     {
-        "type",
-        "channel",
-        "reason",
-        "unit",
-        "kind",
-        "level",
-        "status",
-        "stage",
-        "topic",
-        "version",
-        "endpoint",
+        *("type", "channel", "reason", "unit", "kind", "level", "status", "stage", "topic"),
+        *("version", "outcome", "clock", "endpoint"),
     }
 )
 
@@ -111,7 +106,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> Metrics:
-    return Metrics(registry, UNITS)
+    return Metrics(registry, UNITS, sla=DEFAULT_SLA)
 
 
 def exercise(m: Metrics) -> None:

@@ -37,6 +37,8 @@ REQUIRED_ALERTS = {
     "SadaDlqGrowing",
     "SadaPipelineLagHigh",
     "SadaWorkerDown",
+    "SadaSubmissionsOverdue",
+    "SadaPipelineClockStalled",
 }
 # Series Prometheus itself writes for every scrape target.
 PROMETHEUS_SERIES = {"up"}

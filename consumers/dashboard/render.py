@@ -16,20 +16,24 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import jdatetime
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from sada.consumers.dashboard.chartviews import render_charts
 from sada.consumers.dashboard.words import WORDS, word
 from sada.pipeline.domain.calendar import to_jalali
 from sada.pipeline.domain.sla import STATUSES
 
 REFRESH_SECONDS = 5
 
-_PERSIAN_DIGITS = str.maketrans("0123456789.", "۰۱۲۳۴۵۶۷۸۹٫")
+# Persian digits, decimal separator (U+066B) and thousands separator (U+066C).
+_PERSIAN_DIGITS = str.maketrans("0123456789.,", "۰۱۲۳۴۵۶۷۸۹٫٬")
 _ARABIC_SCRIPT = re.compile("[\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff]")
 
 
@@ -64,9 +68,9 @@ def _spell(value: int | float | None, lang: str, shown: str | None = None) -> st
     elif shown is not None:
         text = shown
     elif isinstance(value, int):
-        text = f"{value:,}" if lang == "en" else f"{value}"
+        text = f"{value:,}"
     else:
-        text = f"{value:.1f}"
+        text = f"{value:,.1f}"
     return digits(text, lang)
 
 
@@ -80,11 +84,27 @@ def _clock_text(data: Mapping[str, Any], lang: str) -> str:
     seconds = data["clock"]["seconds"]
     if seconds is None:
         return "—"
-    dt = datetime.fromtimestamp(seconds, UTC)
-    tz = str(data.get("timezone") or "Asia/Tehran")
+    return instant_text(datetime.fromtimestamp(seconds, UTC), lang, data.get("timezone"))
+
+
+def instant_text(dt: datetime | str | None, lang: str, timezone: str | None = None) -> str:
+    """An instant as the reader reads it: Jalali with Persian digits, or ISO local time."""
+    if dt is None:
+        return "—"
+    if isinstance(dt, str):
+        dt = datetime.fromisoformat(dt.replace("Z", "+00:00"))
+    tz = timezone or "Asia/Tehran"
     if lang == "fa":
         return digits(to_jalali(dt, tz), lang)
-    return dt.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S ") + tz
+    return dt.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M ") + tz
+
+
+def _day_text(day: str, lang: str) -> str:
+    """A date (ISO) as a short day label: Jalali month/day in Persian."""
+    d = date.fromisoformat(day)
+    if lang == "fa":
+        return digits(str(jdatetime.date.fromgregorian(date=d).strftime("%m/%d")), lang)
+    return d.strftime("%m-%d")
 
 
 def _environment() -> Environment:
@@ -96,7 +116,12 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        raw=_raw, spell=_spell, digits=digits, percent=_percent, local_name=local_name
+        raw=_raw,
+        spell=_spell,
+        digits=digits,
+        percent=_percent,
+        local_name=local_name,
+        instant=instant_text,
     )
     env.globals.update(
         sla_cards=["open", *STATUSES, "closed"],
@@ -125,6 +150,12 @@ def _environment() -> Environment:
 
 
 _ENV = _environment()
+ENV = _ENV  # for other pages of the package (the report)
+
+
+def spell_number(value: int | float | None, lang: str) -> str:
+    """A number as the reader reads it (Persian digits and separators in Persian)."""
+    return _spell(value, lang)
 
 
 def _context(data: Mapping[str, Any], lang: str) -> dict[str, Any]:
@@ -133,7 +164,20 @@ def _context(data: Mapping[str, Any], lang: str) -> dict[str, Any]:
         "lang": lang,
         "w": WORDS[lang],
         "word": partial(word, lang),
-        "clock_text": _clock_text(data, lang),
+        "clock_text": _clock_text(data, lang) if isinstance(data.get("clock"), dict) else "—",
+        "charts": render_charts(
+            data["trends"],
+            lang,
+            lambda v: _spell(v, lang),
+            lambda v: _percent(v, lang) or "—",
+            lambda d: _day_text(d, lang),
+            {
+                u["unit_id"]: local_name(u.get("name", u["unit_id"]), lang)
+                for u in data["trends"]["units"]
+            },
+        )
+        if data.get("trends")
+        else [],
     }
 
 
@@ -142,12 +186,57 @@ def render_content(data: Mapping[str, Any], lang: str) -> str:
     return _ENV.get_template("content.html").render(_context(data, lang))
 
 
-def render_page(data: Mapping[str, Any], lang: str, static: Callable[[str], str]) -> str:
+def _frame(
+    lang: str, static: Callable[[str], str], base: str, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """What every page's frame (``base.html``) needs: direction, links, the other language."""
+    other = "en" if lang == "fa" else "fa"
+    return {
+        "direction": "rtl" if lang == "fa" else "ltr",
+        "other": other,
+        "other_query": urlencode({**query, "lang": other}),
+        "base": base,
+        "static": lambda name: base + static(name),
+    }
+
+
+def render_page(
+    data: Mapping[str, Any],
+    lang: str,
+    static: Callable[[str], str],
+    query: Mapping[str, str] | None = None,
+) -> str:
     """The whole dashboard page; ``static`` gives the URL of a file of ``static/`` by name."""
     return _ENV.get_template("page.html").render(
         _context(data, lang),
-        direction="rtl" if lang == "fa" else "ltr",
-        other="en" if lang == "fa" else "fa",
         refresh_ms=REFRESH_SECONDS * 1000,
-        static=static,
+        **_frame(lang, static, "", query or {}),
+    )
+
+
+def render_queue(
+    data: Mapping[str, Any], lang: str, static: Callable[[str], str], query: Mapping[str, str]
+) -> str:
+    """The work-queue page (at ``/dashboard/queue``)."""
+    plain = {k: v for k, v in query.items() if k not in ("lang", "cursor", "format")}
+    return _ENV.get_template("queue.html").render(
+        _context(data, lang),
+        csv_query=urlencode({**plain, "format": "csv"}),
+        next_query=urlencode({**plain, "lang": lang, "cursor": data.get("next") or ""}),
+        **_frame(lang, static, "../", query),
+    )
+
+
+def render_submission(
+    data: Mapping[str, Any] | None,
+    lang: str,
+    static: Callable[[str], str],
+    query: Mapping[str, str],
+) -> str:
+    """A submission's page (at ``/dashboard/submission?code=``); ``None``: not found."""
+    context = _context(data or {}, lang)
+    return _ENV.get_template("submission.html").render(
+        context,
+        s=None if data is None else data["submission"],
+        **_frame(lang, static, "../", query),
     )

@@ -3,8 +3,12 @@
 - ``GET /dashboard``: the page (``?lang=en`` for English); ``?part=content``
   gives only what refreshes, which the page's script fetches every few
   seconds and swaps in (without JavaScript the page is still complete);
+- ``GET /dashboard/queue``: the work queue, filterable (the parameters of
+  ``GET /api/v1/submissions``); ``GET /dashboard/submission?code=``: one
+  submission's page (timeline, deadlines, escalations, responses);
 - ``GET /api/v1/dashboard``: the same data as JSON;
-- ``GET /dashboard/static/{name}``: the files of the package's ``static/``.
+- ``GET /dashboard/static/{name}``: the files of the package's ``static/``;
+- ``GET /``: a redirect to the dashboard.
 
 Nothing outside this server is loaded (operators' networks may have no
 internet), and the Content-Security-Policy says so.
@@ -22,11 +26,19 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sada.consumers.dashboard.render import render_content, render_page
+from sada.consumers.dashboard.pages import queue_page, submission_page
+from sada.consumers.dashboard.render import (
+    render_content,
+    render_page,
+    render_queue,
+    render_submission,
+)
 from sada.consumers.dashboard.view import Dashboard
 from sada.consumers.dashboard.words import DEFAULT_LANG, LANGS
 from sada.consumers.store import SqlStore
+from sada.consumers.workqueue import WorkQueueService
 from sada.pipeline.domain.config import Config
+from sada.pipeline.domain.errors import QueryError
 
 PAGE = "/dashboard"
 API = "/api/v1/dashboard"
@@ -37,7 +49,7 @@ _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # Only this server, and only what the page needs: it works with no internet.
 _POLICY = (
     "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; "
-    "img-src data:; base-uri 'none'; form-action 'none'"
+    "img-src data:; base-uri 'none'; form-action 'self'"
 )
 
 
@@ -63,8 +75,12 @@ def _assets() -> dict[str, _Asset]:
 class DashboardView:
     """The dashboard's routes over one metrics registry, store and configuration."""
 
-    def __init__(self, registry: CollectorRegistry, store: SqlStore, config: Config) -> None:
-        self.dashboard = Dashboard(registry, store, config)
+    def __init__(
+        self, registry: CollectorRegistry, store: SqlStore, config: Config, **options: Any
+    ) -> None:
+        self.dashboard = Dashboard(registry, store, config, **options)
+        self.store = store
+        self.queue = WorkQueueService(store, config)
         self.assets = _assets()
 
     def static_url(self, name: str) -> str:
@@ -76,14 +92,29 @@ class DashboardView:
         return f"{STATIC.lstrip('/')}{name}?v={self.assets[name].version}"
 
     async def page(self, request: web.Request) -> web.Response:
-        lang = request.query.get("lang", DEFAULT_LANG)
-        if lang not in LANGS:
-            lang = DEFAULT_LANG
+        lang = _lang(request)
         data = await asyncio.to_thread(self.dashboard.data)
         if request.query.get("part") == "content":
             return _html(render_content(data, lang))
         headers = {"Content-Security-Policy": _POLICY}
-        return _html(render_page(data, lang, self.static_url), headers)
+        return _html(render_page(data, lang, self.static_url, dict(request.query)), headers)
+
+    async def queue_page(self, request: web.Request) -> web.Response:
+        lang = _lang(request)
+        params = dict(request.query)
+        try:
+            data = await asyncio.to_thread(queue_page, self.queue, params)
+        except QueryError as e:
+            raise web.HTTPBadRequest(text=str(e)) from e
+        body = render_queue(data, lang, self.static_url, params)
+        return _html(body, {"Content-Security-Policy": _POLICY})
+
+    async def submission_page(self, request: web.Request) -> web.Response:
+        lang = _lang(request)
+        code = request.query.get("code", "")
+        data = await asyncio.to_thread(submission_page, self.store, self.queue, code)
+        body = render_submission(data, lang, self.static_url, dict(request.query))
+        return _html(body, {"Content-Security-Policy": _POLICY}, 200 if data else 404)
 
     async def api(self, _request: web.Request) -> web.Response:
         data = await asyncio.to_thread(self.dashboard.data)
@@ -104,13 +135,24 @@ class DashboardView:
         )
 
 
-def _html(body: str, headers: dict[str, str] | None = None) -> web.Response:
+def _lang(request: web.Request) -> str:
+    lang = request.query.get("lang", DEFAULT_LANG)
+    return lang if lang in LANGS else DEFAULT_LANG
+
+
+def _html(body: str, headers: dict[str, str] | None = None, status: int = 200) -> web.Response:
     return web.Response(
+        status=status,
         text=body,
         content_type="text/html",
         charset="utf-8",
         headers={**_NO_STORE, **(headers or {})},
     )
+
+
+async def _to_dashboard(request: web.Request) -> web.Response:
+    """``/`` leads to the dashboard, keeping the query (``?lang=en``)."""
+    raise web.HTTPFound(PAGE + (f"?{request.query_string}" if request.query_string else ""))
 
 
 def routes(worker: Any) -> Callable[[web.Application], None]:
@@ -123,6 +165,9 @@ def routes(worker: Any) -> Callable[[web.Application], None]:
 
     def install(app: web.Application) -> None:
         app.router.add_get(PAGE, view.page)
+        app.router.add_get("/", _to_dashboard)
+        app.router.add_get(PAGE + "/queue", view.queue_page)
+        app.router.add_get(PAGE + "/submission", view.submission_page)
         app.router.add_get(API, view.api)
         app.router.add_get(STATIC + "{name}", view.static)
 

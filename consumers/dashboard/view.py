@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry
 
+from sada.consumers.dashboard.trends import trends
 from sada.consumers.snapshot import unit_ranking
 from sada.consumers.store import SqlStore
 from sada.pipeline.domain.config import KINDS, Config
@@ -67,9 +69,18 @@ def _mean(samples: Samples, name: str, **match: str) -> float | None:
 
 
 def dashboard_data(
-    registry: CollectorRegistry, config: Config, ranking: list[dict[str, Any]]
+    registry: CollectorRegistry,
+    config: Config,
+    ranking: list[dict[str, Any]],
+    totals: Mapping[str, Any] | None = None,
+    trends: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The dashboard's numbers, read from ``registry`` as ``/metrics`` exports them.
+
+    ``totals`` (:meth:`~sada.consumers.store.SqlStore.totals`) replaces the
+    event and escalation counters, which start from zero with each process,
+    by the store's counts, which do not; ``trends`` (:func:`.trends.trends`)
+    feeds the charts.
 
     ``data-metric`` keys on the page: ``overview:<field>`` for each field of
     ``overview``; ``clock:seconds``; ``lag:<stage>:<topic>``;
@@ -99,8 +110,14 @@ def dashboard_data(
         for status in STATUSES:
             row[status] = _sum(s, "sada_submissions_open", kind=kind, status=status)
         row["closed"] = _sum(s, "sada_submissions_closed", kind=kind)
-        row["first_response_mean_hours"] = _mean(s, "sada_first_response_business_hours", kind=kind)
-        row["resolution_mean_hours"] = _mean(s, "sada_resolution_business_hours", kind=kind)
+        if trends is not None:  # from the store: it survives a restart
+            row["first_response_mean_hours"] = trends["first_response_mean_hours"].get(kind)
+            row["resolution_mean_hours"] = trends["resolution_mean_hours"].get(kind)
+        else:
+            row["first_response_mean_hours"] = _mean(
+                s, "sada_first_response_business_hours", kind=kind
+            )
+            row["resolution_mean_hours"] = _mean(s, "sada_resolution_business_hours", kind=kind)
         kinds.append(row)
     clock = s.get("sada_pipeline_clock_seconds")
     clock_seconds = _number(clock[0][1]) if clock else None
@@ -121,6 +138,17 @@ def dashboard_data(
         "lag": _number(sum(v for _, v in s.get("sada_consumer_lag_messages", []))),
         "snapshot_errors": _sum(s, "sada_snapshot_errors_total"),
     }
+    escalation_reasons = {
+        r: _sum(s, "sada_escalations_total", reason=r) for r in ESCALATION_REASONS
+    }
+    escalation_levels = {k: v for k, v in _by(s, "sada_escalations_total", "level").items() if v}
+    if totals is not None:
+        for key in ("received", "accepted", "rejected", "late", "escalations"):
+            overview[key] = totals[key]
+        escalation_reasons = {
+            r: totals["escalations_by_reason"].get(r, 0) for r in ESCALATION_REASONS
+        }
+        escalation_levels = dict(totals["escalations_by_level"])
     rejected = {k: v for k, v in _by(s, "sada_events_rejected_total", "reason").items() if v}
     names = {r["unit_id"]: _unit_name(config, r["unit_id"]) for r in ranking}
     return {
@@ -132,10 +160,7 @@ def dashboard_data(
             else datetime.fromtimestamp(clock_seconds, UTC).isoformat(),
         },
         "overview": overview,
-        "escalations": {
-            "reason": {r: _sum(s, "sada_escalations_total", reason=r) for r in ESCALATION_REASONS},
-            "level": {k: v for k, v in _by(s, "sada_escalations_total", "level").items() if v},
-        },
+        "escalations": {"reason": escalation_reasons, "level": escalation_levels},
         "rejected": rejected,
         "workers": {labels.get("stage", ""): bool(v) for labels, v in s.get("sada_worker_up", [])},
         "lag": lag,
@@ -143,7 +168,13 @@ def dashboard_data(
         "units": units,
         "ranking": [{**r, "name": names[r["unit_id"]]} for r in ranking],
         "timezone": config.calendar.timezone,
+        **({"trends": _named(trends, config)} if trends is not None else {}),
     }
+
+
+def _named(trends: Mapping[str, Any], config: Config) -> dict[str, Any]:
+    units = [{**u, "name": _unit_name(config, u["unit_id"])} for u in trends.get("units", [])]
+    return {**trends, "units": units}
 
 
 def _unit_name(config: Config, unit_id: str) -> str:
@@ -171,15 +202,48 @@ class _Ranking:
             return [dict(r) for r in self._value]
 
 
+class _Cached:
+    """A store read, repeated at most once per ``ttl`` seconds."""
+
+    def __init__(self, read: Callable[[], Any], ttl: float) -> None:
+        self.read = read
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._taken = -float("inf")
+
+    def __call__(self) -> Any:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._taken >= self.ttl:
+                self._value = self.read()
+                self._taken = now
+            return self._value
+
+
 class Dashboard:
     """The dashboard's data over one metrics registry, store and configuration."""
 
-    def __init__(self, registry: CollectorRegistry, store: SqlStore, config: Config) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        store: SqlStore,
+        config: Config,
+        *,
+        ttl: float = RANKING_TTL_SECONDS,
+    ) -> None:
         self.registry = registry
         self.config = config
+        self.store = store
         # Its own calendar: the projector's is used from another thread.
-        self.ranking = _Ranking(store, Rules.from_config(config))
+        rules = Rules.from_config(config)
+        self.ranking = _Ranking(store, rules, ttl)
+        self.totals = _Cached(store.totals, min(ttl, 2.0))
+        trend_rules = Rules.from_config(config)  # used under another lock
+        self.trends = _Cached(lambda: trends(store, trend_rules, config.calendar.timezone), ttl)
 
     def data(self) -> dict[str, Any]:
         """Blocking (reads the store): call from a thread."""
-        return dashboard_data(self.registry, self.config, self.ranking())
+        return dashboard_data(
+            self.registry, self.config, self.ranking(), self.totals(), self.trends()
+        )

@@ -19,7 +19,10 @@ uses, rebuild mode's included):
 - :mod:`.notifications`: followers, the notification outbox, webhook deliveries;
 - :mod:`.author`: what an author sees for a tracking code;
 - :mod:`.audit`: timelines, the archive and its chains, dumps;
-- :mod:`.operations`: the queries behind /metrics and /dashboard.
+- :mod:`.operations`: the queries behind /metrics and /dashboard;
+- :mod:`.texts`: titles, bodies and their search key, kept up with the archive;
+- :mod:`.queue`: the work queue (filters, urgency order, pages);
+- :mod:`.history`: totals and instants for the dashboard's cards and charts.
 
 Beneath them: :mod:`.engine` (opening the database, SQLite's tuning, the WAL
 checkpointer), :mod:`.rows` and :mod:`.statements` (a batch in stored form,
@@ -32,12 +35,26 @@ from __future__ import annotations
 
 from sada.consumers.store.audit import Audit
 from sada.consumers.store.author import AuthorView
+from sada.consumers.store.history import History
 from sada.consumers.store.notifications import NotificationStore
 from sada.consumers.store.operations import Operations
 from sada.consumers.store.projection import Projection
+from sada.consumers.store.queue import WorkQueue
+from sada.consumers.store.signed import SignedHeads
+from sada.consumers.store.texts import Texts
 
 __all__ = ["SqlStore"]
 
 
-class SqlStore(Projection, NotificationStore, AuthorView, Audit, Operations):
+class SqlStore(
+    Projection,
+    SignedHeads,
+    NotificationStore,
+    AuthorView,
+    Audit,
+    Operations,
+    Texts,
+    WorkQueue,
+    History,
+):
     """The read model, archive and checkpoints in one SQLite or PostgreSQL database."""

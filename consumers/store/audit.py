@@ -98,7 +98,10 @@ class Audit(StoreBase):
     def checkpoints(self) -> list[Checkpoint]:
         with self._reading("reading checkpoints", states=False) as conn:
             rows = conn.execute(select(checkpoints).order_by(checkpoints.c.partition)).all()
-        return [Checkpoint(r.partition, r.next_offset, r.clock, r.head_hash) for r in rows]
+        return [
+            Checkpoint(r.partition, r.next_offset, r.clock, r.head_hash, r.tree_size, r.tree_root)
+            for r in rows
+        ]
 
     def verify_archive(self, partition: int | None = None) -> VerifyReport:
         """Check every chain, and that each chain still holds its checkpoint's head hash.

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, false, insert, select, true, update
 
 from sada.consumers.archive import chain_hash
-from sada.consumers.store.base import StoreBase
 from sada.consumers.store.notifications import write_batch as write_notifications
 from sada.consumers.store.rows import (
     ESCALATION_FIELDS,
@@ -24,6 +23,7 @@ from sada.consumers.store.rows import (
     batch_rows,
     time_text,
 )
+from sada.consumers.store.trees import Trees
 from sada.consumers.tables import archive, checkpoints, escalations, rejections, submissions
 from sada.pipeline.domain.errors import FencedError, StoreError
 from sada.pipeline.domain.model import Escalated, Stance, SubmissionState, utc
@@ -42,7 +42,7 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-class Projection(StoreBase):
+class Projection(Trees):
     """The projector's reads and its one-transaction batch write."""
 
     def load(self, partition: int) -> tuple[Checkpoint, list[SubmissionState]]:
@@ -79,7 +79,15 @@ class Projection(StoreBase):
         row = conn.execute(select(checkpoints).where(checkpoints.c.partition == partition)).first()
         if row is None:
             return Checkpoint(partition)
-        return Checkpoint(partition, row.next_offset, row.clock, row.head_hash, row.pending or "")
+        return Checkpoint(
+            partition,
+            row.next_offset,
+            row.clock,
+            row.head_hash,
+            row.pending or "",
+            row.tree_size,
+            row.tree_root,
+        )
 
     def stances(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Stance]:
         """Current stances of the given (submission id, voter id) pairs that have one."""
@@ -142,8 +150,10 @@ class Projection(StoreBase):
         """Write one projector batch and its checkpoint atomically.
 
         Archive records continue the partition's hash chain from the stored
-        head hash; the checkpoint's ``head_hash`` becomes the last hash written
-        (the one in ``batch.checkpoint`` is not used). Archive offsets must rise
+        head hash, and its Merkle tree from the stored tree head (leaves, the
+        nodes they complete, the new size and root); the checkpoint's
+        ``head_hash`` and tree head become the ones written (those in
+        ``batch.checkpoint`` are not used). Archive offsets must rise
         and start at or after the stored checkpoint's ``next_offset`` (a writer
         working from a stale checkpoint is refused); an archive offset or event
         key written before makes the whole batch fail with nothing written.
@@ -169,13 +179,17 @@ class Projection(StoreBase):
                     f"partition {p}: batch starts at offset {offsets[0]}, "
                     f"but offsets before {current.next_offset} are already written"
                 )
+            tree = self._grow(
+                conn, p, current.tree_size, current.tree_root, [r for _, r in batch.archive]
+            )
             head = current.head_hash
             sealed = []
-            for offset, record in batch.archive:
+            for (offset, record), leaf in zip(batch.archive, tree.leaves, strict=True):
                 h = chain_hash(head, p, offset, record)
-                sealed.append((p, offset, record, head, h))
+                sealed.append((p, offset, record, head, h, leaf))
                 head = h
             bulk.archive.run(conn, sealed)
+            bulk.merkle_nodes.run(conn, tree.nodes)
             bulk.events.run(conn, rows.events)
             bulk.states.run(conn, rows.states)  # none while rebuilding: held back
             bulk.votes_set.run(conn, rows.votes_set)
@@ -189,12 +203,29 @@ class Projection(StoreBase):
             clock = batch.checkpoint.clock
             pending = batch.checkpoint.pending
             bulk.checkpoint.run(
-                conn, [(p, batch.checkpoint.next_offset, time_text(clock), head, pending)]
+                conn,
+                [
+                    (
+                        p,
+                        batch.checkpoint.next_offset,
+                        time_text(clock),
+                        head,
+                        pending,
+                        tree.size,
+                        tree.root_hex,
+                    )
+                ],
             )
         if rebuild is not None:
             rebuild.hold(batch)
         return Checkpoint(
-            p, batch.checkpoint.next_offset, None if clock is None else utc(clock), head, pending
+            p,
+            batch.checkpoint.next_offset,
+            None if clock is None else utc(clock),
+            head,
+            pending,
+            tree.size,
+            tree.root_hex,
         )
 
     def unpublished_escalations(

@@ -29,6 +29,7 @@ from sada.consumers.tables import (
     checkpoints,
     escalations,
     events,
+    merkle_nodes,
     responses,
     submissions,
     votes,
@@ -156,6 +157,7 @@ class BulkStatements:
             )
 
         self.archive = plain(archive, _names(archive))
+        self.merkle_nodes = plain(merkle_nodes, _names(merkle_nodes))
         self.events = plain(events, EVENT_COLUMNS)
         self.responses = plain(responses, RESPONSE_COLUMNS)
         # Leaving a submission's identity out of the update spares the indexes on

@@ -59,3 +59,27 @@ class NotFoundError(SadaError):
 
 class AuditError(SadaError):
     """The archive's hash chain does not verify."""
+
+
+class ProofError(SadaError):
+    """A Merkle proof cannot be made for the sizes or indexes asked, or a node is missing."""
+
+
+class SignatureError(SadaError):
+    """A signed note, checkpoint or key is malformed, or a signature does not verify."""
+
+
+class UnknownKeyError(SignatureError):
+    """A well-formed note that no known key signed (it may be signed by keys not trusted here)."""
+
+
+class SigningKeyError(SadaError):
+    """The signing key cannot be read or created, or is not the deployment's."""
+
+
+class QueryError(SadaError):
+    """A query parameter (work queue, report) is invalid; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from sada.pipeline.domain.merkle import EMPTY_ROOT
 from sada.pipeline.domain.model import Escalated, ResponsePosted, Stance, SubmissionState
 from sada.pipeline.domain.notify import Follow, Notification
 
 GENESIS_HASH = "0" * 64
+EMPTY_ROOT_HEX = EMPTY_ROOT.hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class Checkpoint:
     # What the partition's sequencer holds (JSON): watermarks and the log offsets of
     # events waiting for the clock or for their submission. Small: in-flight only.
     pending: str = ""
+    tree_size: int = 0  # leaves of the partition's Merkle tree (its archived records)
+    tree_root: str = EMPTY_ROOT_HEX  # the tree's RFC 9162 root, hex
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sada.pipeline.domain.model import format_time, parse_time
 from sada.pipeline.domain.records import ForwardedEvent, InputMark
 
 InputPartition = tuple[str, int]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,8 @@ class Sequencer:
         self.clock = clock
         self.total = 0
         self.wall: datetime | None = None
-        self.marks: dict[InputPartition, tuple[datetime | None, bool]] = {}
+        # Per input partition: (greatest time reached, idle, wall clock of the report).
+        self.marks: dict[InputPartition, tuple[datetime | None, bool, datetime]] = {}
         self._buffer: list[tuple[datetime, str, int, Held]] = []
 
     # -- input --------------------------------------------------------------------
@@ -72,7 +74,7 @@ class Sequencer:
             time = m.time
             if old is not None and old[0] is not None and (time is None or time < old[0]):
                 time = old[0]  # a new owner starting over never moves a partition back
-            self.marks[tp] = (time, m.idle)
+            self.marks[tp] = (time, m.idle, mark.wall)
         self.total = mark.total
         self.mode = mark.mode
         if self.wall is None or mark.wall > self.wall:
@@ -103,22 +105,29 @@ class Sequencer:
 
     @property
     def all_idle(self) -> bool:
-        return self.complete and all(idle for _, idle in self.marks.values())
+        return self.complete and all(idle for _, idle, _ in self.marks.values())
 
     def _candidate(self) -> datetime | None:
         if not self.complete:
             return None
-        active = [t for t, idle in self.marks.values() if not idle]
+        active = [t for t, idle, _ in self.marks.values() if not idle]
         if active:
             if any(t is None for t in active):
                 return None  # a partition with a backlog it has not read yet
+            # An idle partition stops holding the clock back only on a report at least
+            # as recent as the newest report of progress: said earlier (by another
+            # worker, say), it may have received since what the others' progress
+            # would otherwise overtake. One worker reports all its partitions at once.
+            newest = max(w for _, idle, w in self.marks.values() if not idle)
+            if any(idle and w < newest for _, idle, w in self.marks.values()):
+                return None
             least = min(t for t in active if t is not None)
             if self.mode == "wall" and self.wall is not None and self.wall < least:
                 return self.wall
             return least
         if self.mode == "wall":
             return self.wall
-        seen = [t for t, _ in self.marks.values() if t is not None]
+        seen = [t for t, _, _ in self.marks.values() if t is not None]
         return max(seen) if seen else None
 
     # -- what outlives a restart ------------------------------------------------------
@@ -132,8 +141,8 @@ class Sequencer:
             "total": self.total,
             "wall": None if self.wall is None else format_time(self.wall),
             "marks": [
-                [tp[0], tp[1], None if t is None else format_time(t), idle]
-                for tp, (t, idle) in sorted(self.marks.items())
+                [tp[0], tp[1], None if t is None else format_time(t), idle, format_time(w)]
+                for tp, (t, idle, w) in sorted(self.marks.items())
             ],
         }
 
@@ -142,10 +151,10 @@ class Sequencer:
         self.total = int(pending.get("total", 0))
         wall = pending.get("wall")
         self.wall = None if wall is None else parse_time(wall)
-        self.marks = {
-            (topic, int(p)): (None if t is None else parse_time(t), bool(idle))
-            for topic, p, t, idle in pending.get("marks", [])
-        }
+        self.marks = {}
+        for topic, p, t, idle, *rest in pending.get("marks", []):
+            wall = parse_time(rest[0]) if rest else (self.wall or _EPOCH)
+            self.marks[(topic, int(p))] = (None if t is None else parse_time(t), bool(idle), wall)
         self._buffer = [(h.time, h.key, h.offset, h) for h in held]
         heapq.heapify(self._buffer)
 

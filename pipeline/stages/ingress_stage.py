@@ -190,8 +190,8 @@ class IngressStage(KafkaStage):
         """Mark the partitions that may hold records ingress has not seen: behind, not idle.
 
         Behind: the consumer's position is below the last fetch's high watermark,
-        or no fetch has answered for the partition since records of it were last
-        handed over. Only a fetch that finds nothing new lets idleness count.
+        no fetch has answered for the partition yet, or none since records of it
+        were last handed over. Only a fetch that finds nothing new lets idleness count.
         """
         for tp in handed:
             self._handed[tp] = now
@@ -202,7 +202,9 @@ class IngressStage(KafkaStage):
                 behind = hw is not None and await consumer.position(tp) < hw
             except IllegalStateError:
                 continue  # revoked meanwhile
-            unheard = tp in self._handed and (polled is None or polled / 1000 <= self._handed[tp])
+            # A partition no fetch has answered for yet (just assigned, after a rebalance
+            # or a start) may hold anything: it is not idle until the broker has said so.
+            unheard = polled is None or (tp in self._handed and polled / 1000 <= self._handed[tp])
             if behind or unheard:
                 self.ingress.backlogged((tp.topic, tp.partition), now)
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "audit": "audit",
     "bench": "bench",
     "notifications": "notifications",
+    "report": "report",
 }
 
 

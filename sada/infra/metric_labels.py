@@ -25,10 +25,18 @@ LEVEL_CAP = 6
 LEVEL_CAPPED = f"{LEVEL_CAP}+"
 LEVELS: frozenset[str] = frozenset({*(str(i) for i in range(LEVEL_CAP)), LEVEL_CAPPED})
 DEFAULT_STAGES: frozenset[str] = frozenset(
-    {"ingress", "projector", "gateway", "read_model", "archive", "notifications"}
+    {"ingress", "projector", "notary", "gateway", "read_model", "archive", "notifications"}
 )
 DEFAULT_TOPICS: frozenset[str] = frozenset(
-    {"sada.submissions", "sada.votes", "sada.responses", "sada.escalations", "sada.dlq", "sada.log"}
+    {
+        "sada.submissions",
+        "sada.votes",
+        "sada.responses",
+        "sada.escalations",
+        "sada.dlq",
+        "sada.log",
+        "sada.checkpoints",
+    }
 )
 
 

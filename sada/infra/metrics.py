@@ -18,6 +18,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -42,11 +43,15 @@ from sada.infra.metric_labels import (
     clamp_status,
     clamp_type,
 )
-from sada.infra.webhook_metrics import WebhookMetrics
+from sada.infra.sla_metrics import SlaOutcomes
+from sada.infra.webhook_metrics import WEBHOOK_HISTOGRAMS, WEBHOOK_LABELS, WebhookMetrics
 from sada.pipeline.domain.reasons import Reason
 
-# Business-hour buckets include every default SLA bound (16, 24, 40, 80, 160)
-# so "answered within SLA" can be read straight off a bucket.
+# Business-hour buckets include every default SLA bound (16, 24, 40, 80, 160);
+# a Metrics built with the configured SLA adds its bounds, and counts each
+# first response and resolution as within or late against them
+# (sada_first_responses_total, sada_resolutions_total), so SLA panels never
+# hard-code hours.
 BUSINESS_HOUR_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 24, 32, 40, 60, 80, 120, 160, 200)
 RATING_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 5)
 DECISION_LAG_BUCKETS: tuple[float, ...] = (
@@ -78,6 +83,9 @@ LABELS: Mapping[str, frozenset[str]] = {
     "sada_escalations_total": frozenset({"level", "reason"}),
     "sada_first_response_business_hours": frozenset({"kind"}),
     "sada_resolution_business_hours": frozenset({"kind"}),
+    "sada_first_responses_total": frozenset({"kind", "outcome"}),
+    "sada_resolutions_total": frozenset({"kind", "outcome"}),
+    "sada_sla_target_business_hours": frozenset({"kind", "clock"}),
     "sada_satisfaction_rating": frozenset({"unit"}),
     "sada_decision_lag_seconds": frozenset(),
     "sada_submissions_open": frozenset({"unit", "kind", "status"}),
@@ -89,23 +97,16 @@ LABELS: Mapping[str, frozenset[str]] = {
     "sada_worker_up": frozenset({"stage"}),
     "sada_snapshot_errors_total": frozenset(),
     "sada_build_info": frozenset({"version"}),
-    "sada_webhook_delivered_total": frozenset({"endpoint"}),
-    "sada_webhook_failed_attempts_total": frozenset({"endpoint"}),
-    "sada_webhook_attempt_seconds": frozenset({"endpoint"}),
-    "sada_webhook_oldest_undelivered_seconds": frozenset({"endpoint"}),
-}
+} | WEBHOOK_LABELS
 """Every metric family as queried in PromQL (counters with ``_total``) and its label names."""
 
 METRIC_NAMES: frozenset[str] = frozenset(LABELS)
-HISTOGRAMS: frozenset[str] = frozenset(
-    {
-        "sada_first_response_business_hours",
-        "sada_resolution_business_hours",
-        "sada_satisfaction_rating",
-        "sada_decision_lag_seconds",
-        "sada_webhook_attempt_seconds",
-    }
-)
+HISTOGRAMS: frozenset[str] = WEBHOOK_HISTOGRAMS | {
+    "sada_first_response_business_hours",
+    "sada_resolution_business_hours",
+    "sada_satisfaction_rating",
+    "sada_decision_lag_seconds",
+}
 
 
 def _duration(value: float) -> float | None:
@@ -302,8 +303,13 @@ class Metrics:
         stages: Iterable[str] = DEFAULT_STAGES,
         topics: Iterable[str] = DEFAULT_TOPICS,
         version: str = __version__,
+        sla: Mapping[str, Any] | None = None,
     ) -> None:
+        """``sla``: per kind, the configured hours (``first_response_hours``,
+        ``resolution_hours``, as :class:`~sada.pipeline.domain.config.SlaHours`)."""
         self.registry = registry
+        self.sla = SlaOutcomes(registry, sla)
+        hour_buckets = self.sla.buckets(BUSINESS_HOUR_BUCKETS)
         self.units: frozenset[str] = frozenset(units)
         self.stages: frozenset[str] = frozenset(stages)
         self.topics: frozenset[str] = frozenset(topics)
@@ -354,14 +360,14 @@ class Metrics:
             "sada_first_response_business_hours",
             "Business hours from arrival at a unit to its first response.",
             ["kind"],
-            buckets=BUSINESS_HOUR_BUCKETS,
+            buckets=hour_buckets,
             registry=registry,
         )
         self._resolution = Histogram(
             "sada_resolution_business_hours",
             "Business hours from arrival at a unit to closure.",
             ["kind"],
-            buckets=BUSINESS_HOUR_BUCKETS,
+            buckets=hour_buckets,
             registry=registry,
         )
         self._satisfaction = Histogram(
@@ -463,12 +469,16 @@ class Metrics:
     def first_response(self, kind: str | None, business_hours: float) -> None:
         hours = _duration(business_hours)
         if hours is not None:
-            self._first_response.labels(kind=clamp_kind(kind)).observe(hours)
+            k = clamp_kind(kind)
+            self._first_response.labels(kind=k).observe(hours)
+            self.sla.first_response(k, hours)
 
     def resolved(self, kind: str | None, business_hours: float) -> None:
         hours = _duration(business_hours)
         if hours is not None:
-            self._resolution.labels(kind=clamp_kind(kind)).observe(hours)
+            k = clamp_kind(kind)
+            self._resolution.labels(kind=k).observe(hours)
+            self.sla.resolved(k, hours)
 
     def satisfaction(self, unit: str | None, rating: int) -> None:
         """Record a 1-5 rating; anything else is not a rating and is not observed."""

@@ -43,6 +43,10 @@ class Settings:
     log_level: str = "WARNING"
     webhook_backoff_seconds: float = 5.0  # the first retry's delay, doubling per attempt
     webhook_give_up_hours: float = 24.0
+    # The archive's signed checkpoints (see the README, "Proof anyone can check").
+    deployment: str = "sada.localhost"  # names the logs (checkpoint origins) and default keys
+    signing_key_file: Path | None = None  # else a key generated into the data directory
+    checkpoint_seconds: float = 30.0  # a checkpoint at least this often while records arrive
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +76,11 @@ class Settings:
             webhook_give_up_hours=_positive_float(
                 env, "SADA_WEBHOOK_GIVE_UP_HOURS", d.webhook_give_up_hours
             ),
+            deployment=_deployment(env, "SADA_DEPLOYMENT", d.deployment),
+            signing_key_file=_get(env, "SADA_SIGNING_KEY_FILE", Path, d.signing_key_file),
+            checkpoint_seconds=_positive_float(
+                env, "SADA_CHECKPOINT_SECONDS", d.checkpoint_seconds
+            ),
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -84,6 +93,11 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'sada.db').resolve()}"
+
+    @property
+    def effective_signing_key_file(self) -> Path:
+        """The signing key's file: the one named, or the data directory's own."""
+        return self.signing_key_file or self.data_dir / "signing.key"
 
 
 def webhook_keys(
@@ -138,6 +152,13 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     value = _get(env, name, int, default)
     if not 0 <= value <= 65535:
         raise SettingsError(name, f"must be a TCP port (0-65535), got {value}")
+    return value
+
+
+def _deployment(env: Mapping[str, str], name: str, default: str) -> str:
+    value: str = _get(env, name, str, default)
+    if not value or "+" in value or any(c.isspace() for c in value):
+        raise SettingsError(name, f"must be a name without spaces or '+', got {value!r}")
     return value
 
 

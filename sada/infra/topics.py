@@ -30,6 +30,7 @@ ESCALATIONS = "sada.escalations"
 DLQ = "sada.dlq"
 NOTIFICATIONS = "sada.notifications"
 LOG = "sada.log"
+CHECKPOINTS = "sada.checkpoints"
 
 INPUT_TOPICS: tuple[str, ...] = (SUBMISSIONS, VOTES, RESPONSES)
 
@@ -113,6 +114,14 @@ TOPICS: tuple[TopicSpec, ...] = (
         LOG,
         TopicRole.INTERNAL,
         "every accepted event, keyed and partitioned by submission id",
+        configs=_configs(-1),
+    ),
+    # Signed checkpoints of the archive, keyed by origin (one log partition's
+    # tree): a copy outside the database for anyone to keep. Kept forever.
+    TopicSpec(
+        CHECKPOINTS,
+        TopicRole.OUTPUT,
+        "signed checkpoints of the archive (C2SP tlog-checkpoint)",
         configs=_configs(-1),
     ),
 )

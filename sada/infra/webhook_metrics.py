@@ -12,6 +12,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sada.infra.metric_labels import UNKNOWN, clamp
 
+WEBHOOK_LABELS: dict[str, frozenset[str]] = {
+    "sada_webhook_delivered_total": frozenset({"endpoint"}),
+    "sada_webhook_failed_attempts_total": frozenset({"endpoint"}),
+    "sada_webhook_attempt_seconds": frozenset({"endpoint"}),
+    "sada_webhook_oldest_undelivered_seconds": frozenset({"endpoint"}),
+}
+WEBHOOK_HISTOGRAMS: frozenset[str] = frozenset({"sada_webhook_attempt_seconds"})
 ATTEMPT_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 

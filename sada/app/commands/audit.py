@@ -1,26 +1,87 @@
-"""``sada audit``: prove the archive unaltered (verify); a submission's history (timeline)."""
+"""``sada audit``: prove the archive unaltered; keys, checkpoints, receipts; a submission's history.
+
+- ``verify [--checkpoints FILE] [--key KEY]``: the hash chains, and each
+  partition's Merkle tree recomputed from the records against every signed
+  checkpoint (the store's, and a saved file's);
+- ``key``: the deployment's verifier key (``--generate FILE``, ``--rotate FILE``);
+- ``checkpoints --save FILE`` / ``--sign``: keep the signed heads, or sign now;
+- ``receipt verify FILE --key KEY``: an author's receipt, offline;
+- ``timeline CODE``: every event of one submission, in order.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+from pathlib import Path
 from typing import Any, TextIO
 
+from sada.app import proofs
 from sada.app.commands.common import add_connection_arguments, resolve_settings
 from sada.consumers.store import SqlStore
+from sada.consumers.tree_audit import audit_store
 from sada.pipeline.domain.calendar import to_jalali
 from sada.pipeline.domain.errors import NotFoundError, SadaError
 from sada.pipeline.domain.model import parse_time
 from sada.pipeline.domain.tracking import parse_tracking_code
 
-HELP = "verify the archive's hash chain, or print a submission's full timeline"
+HELP = "verify the archive (chains, trees, checkpoints), keys, receipts, a submission's timeline"
+KEY_HELP = "verifier key (name+hash+base64), or a file holding it"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    verify = sub.add_parser("verify", help="re-compute the archive's hash chains")
+    verify = sub.add_parser(
+        "verify", help="re-compute the archive's hash chains and Merkle trees, check checkpoints"
+    )
     add_connection_arguments(verify)
+    verify.add_argument(
+        "--checkpoints",
+        metavar="FILE",
+        type=Path,
+        help="also hold the checkpoints saved in FILE (sada audit checkpoints --save) to it",
+    )
+    verify.add_argument(
+        "--key",
+        action="append",
+        metavar="KEY",
+        help=f"{KEY_HELP}; repeatable (default: the keys the database lists)",
+    )
+
+    key = sub.add_parser("key", help="print the deployment's verifier key; make or rotate keys")
+    add_connection_arguments(key)
+    action = key.add_mutually_exclusive_group()
+    action.add_argument("--all", action="store_true", help="every key, retired ones too")
+    action.add_argument(
+        "--generate", metavar="FILE", type=Path, help="write a new signing key to FILE (0600)"
+    )
+    action.add_argument(
+        "--rotate",
+        metavar="FILE",
+        type=Path,
+        help="make FILE's key the deployment's signing key (old checkpoints stay verifiable)",
+    )
+    key.add_argument("--name", help="key name for --generate (default: <deployment>/<date>)")
+
+    checkpoints = sub.add_parser("checkpoints", help="save the signed checkpoints, or sign now")
+    add_connection_arguments(checkpoints)
+    checkpoints.add_argument(
+        "--save", metavar="FILE", type=Path, help="append the latest signed checkpoints to FILE"
+    )
+    checkpoints.add_argument(
+        "--url", help="read them from a running Sada's HTTP API (http://HOST:PORT)"
+    )
+    checkpoints.add_argument(
+        "--sign", action="store_true", help="sign the current tree heads now (needs the key)"
+    )
+
+    receipt = sub.add_parser("receipt", help="check an author's receipt offline")
+    receipt_sub = receipt.add_subparsers(dest="receipt_command", metavar="ACTION", required=True)
+    receipt_verify = receipt_sub.add_parser("verify", help="verify a receipt (JSON) with the key")
+    receipt_verify.add_argument("file", type=Path, help="the receipt, as the API returned it")
+    receipt_verify.add_argument("--key", required=True, help=KEY_HELP)
+
     timeline = sub.add_parser("timeline", help="every event of one submission, in order")
     add_connection_arguments(timeline)
     timeline.add_argument("code", help="tracking code (Latin, Persian or Arabic-Indic digits)")
@@ -28,28 +89,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    store = SqlStore(resolve_settings(args).effective_database_url)
-    if args.audit_command == "verify":
-        return _verify(store, stdout)
-    return _timeline(store, args.code, args.format, stdout)
+    command = args.audit_command
+    if command == "receipt":
+        return proofs.verify_receipt_file(args.file, args.key, stdout)
+    settings = resolve_settings(args)
+    if command == "key" and args.generate is not None:
+        return proofs.generate_key(args.generate, args.name, settings, stdout)
+    if command == "checkpoints" and args.url is not None and not args.sign:
+        if args.save is None:
+            raise SadaError("--url goes with --save FILE")
+        return proofs.save_checkpoints(None, args.url, args.save, stdout)
+    store = SqlStore(settings.effective_database_url)
+    try:
+        if command == "verify":
+            return _verify(store, args.checkpoints, args.key or [], stdout)
+        if command == "key":
+            if args.rotate is not None:
+                store.migrate()
+                return proofs.rotate_key(store, args.rotate, settings, stdout)
+            return proofs.print_key(store, args.all, stdout)
+        if command == "checkpoints":
+            if not args.sign and args.save is None:
+                raise SadaError("say what to do: --save FILE, --sign, or both")
+            if args.sign:
+                proofs.sign_now(store, settings, stdout)
+            if args.save is not None:
+                return proofs.save_checkpoints(store, None, args.save, stdout)
+            return 0
+        return _timeline(store, args.code, args.format, stdout)
+    finally:
+        store.close()
 
 
-def _verify(store: SqlStore, stdout: TextIO) -> int:
-    report = store.verify_archive()
-    if report.ok:
-        print(
-            f"archive ok: {report.records} records in {report.partitions} partition chains",
-            file=stdout,
-        )
-        return 0
-    assert report.first_bad is not None
-    partition, offset, reason = report.first_bad
-    print(
-        f"archive BROKEN at partition {partition} offset {offset}: {reason} "
-        f"({report.records} records checked)",
-        file=stdout,
-    )
-    return 1
+def _verify(store: SqlStore, saved: Path | None, keys: list[str], stdout: TextIO) -> int:
+    held = proofs.read_saved(saved) if saved is not None else []
+    verifiers = [proofs.parse_key(k) for k in keys] or None
+    return proofs.print_tree_report(audit_store(store, held, verifiers), stdout)
 
 
 def timeline_rows(store: SqlStore, code_text: str) -> list[dict[str, Any]]:

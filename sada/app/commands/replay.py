@@ -29,7 +29,7 @@ from sada.pipeline.domain.model import format_time, parse_time
 from sada.pipeline.domain.rules import Rules
 
 HELP = "rebuild state from the archive or the canonical log (--as-of, --verify)"
-KEY_WIDTH = {"votes": 2, "archive": 2}
+KEY_WIDTH = {"votes": 2, "archive": 2, "merkle_nodes": 2}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,9 @@
 Without a bootstrap it starts the embedded broker (Tansu, in memory), restores
 the archive into it (so a restart on the same data directory loses nothing),
 creates the topics, runs the worker and serves the HTTP API. With
-``--bootstrap`` / ``SADA_KAFKA_BOOTSTRAP`` it uses that Kafka instead.
+``--bootstrap`` / ``SADA_KAFKA_BOOTSTRAP`` it uses that Kafka instead. The
+signing key of the archive's checkpoints is read (or, by default, made in the
+data directory) and checked against the deployment's before anything starts.
 Ctrl-C (or SIGTERM) stops everything it started.
 """
 
@@ -26,9 +28,11 @@ from sada.infra.broker import EmbeddedBroker, port_is_free
 from sada.infra.datadir import DataDirLock
 from sada.infra.metrics import Metrics
 from sada.infra.settings import Settings, webhook_keys
+from sada.infra.signing import load_signer
 from sada.infra.topics import ensure_topics
 from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.errors import BrokerError, SadaError
+from sada.pipeline.domain.note import Signer
 
 HELP = "run the pipeline: embedded broker (unless --bootstrap), worker, HTTP API"
 
@@ -65,6 +69,11 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     broker: EmbeddedBroker | None = None
     bootstrap = settings.kafka_bootstrap
     try:
+        store = SqlStore(settings.effective_database_url)
+        store.migrate()
+        # Before anything starts: a worker whose key is not the deployment's stops here.
+        signer = load_signer(settings)
+        store.register_signing_key(signer.verifier, settings.deployment)
         if bootstrap is None:
             broker = EmbeddedBroker(
                 args.broker_port, broker_bin=settings.broker_bin, log_dir=settings.data_dir
@@ -72,14 +81,12 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             broker.start()
             bootstrap = broker.bootstrap
         ensure_topics(bootstrap, settings.partitions)
-        store = SqlStore(settings.effective_database_url)
-        store.migrate()
         if broker is not None:
             restored = restore_archive(store, bootstrap)
             if restored:
                 print(f"restored {restored} archived log records", file=stdout, flush=True)
         return asyncio.run(
-            _serve(settings, config, store, bootstrap, broker, args.demo, stdout, keys)
+            _serve(settings, config, store, bootstrap, broker, args.demo, signer, stdout, keys)
         )
     finally:
         if broker is not None:
@@ -126,23 +133,27 @@ async def _serve(
     bootstrap: str,
     broker: EmbeddedBroker | None,
     demo: bool,
+    signer: Signer,
     stdout: TextIO,
     keys: dict[str, bytes],
 ) -> int:
-    embedded = broker is not None
+    from sada.consumers.audit_api import routes as audit_routes
     from sada.consumers.dashboard import routes as dashboard_routes
+    from sada.consumers.queue_routes import queue_routes
     from sada.consumers.snapshot import snapshot_source
     from sada.infra.http import build_app
     from sada.pipeline.worker import Worker
     from sada.producers.gateway import routes as gateway_routes
     from sada.producers.simulator import run_demo
 
+    embedded = broker is not None
+
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape for no SLA value
     registry = CollectorRegistry()
-    metrics = Metrics(registry, config.units.keys())
+    metrics = Metrics(registry, config.units.keys(), sla=config.sla)
     # The projector gets a process of its own unless the database lives in this one.
     projector_url = None if store.in_memory else settings.effective_database_url
-    worker = Worker(settings, config, store, metrics, bootstrap, embedded, projector_url)
+    worker = Worker(settings, config, store, metrics, bootstrap, embedded, projector_url, signer)
     metrics.set_snapshot_source(
         snapshot_source(worker.store, worker.config, worker, asyncio.get_running_loop())
     )
@@ -154,7 +165,13 @@ async def _serve(
     )
     deliverer = Deliverer(store, config.webhooks, keys, metrics.webhooks, policy)
     delivering = asyncio.create_task(deliverer.run())
-    routes = [gateway_routes(settings, config, bootstrap), dashboard_routes(worker)]
+    notary = worker.notary
+    routes = [
+        gateway_routes(settings, config, bootstrap),
+        dashboard_routes(worker),
+        audit_routes(store, None if notary is None else notary.sign_now),
+        queue_routes(worker.store, worker.config),
+    ]
     app = build_app(worker, store, registry, routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -167,7 +184,8 @@ async def _serve(
             f"cannot listen on {settings.http_host}:{settings.http_port}: {e.strerror}"
         ) from e
     print(
-        f"sada running: http://{settings.http_host}:{settings.http_port}/healthz "
+        f"sada running: dashboard http://{settings.http_host}:{settings.http_port}/dashboard "
+        f"· health http://{settings.http_host}:{settings.http_port}/healthz "
         f"(broker {bootstrap}{' embedded' if embedded else ''}, "
         f"database {settings.effective_database_url})",
         file=stdout,

@@ -29,6 +29,7 @@ from e2e_support import (
     RawProducer,
     clean_env,
     free_port,
+    metric_by_label,
     read_topic,
     start_run,
     wait_for,
@@ -192,6 +193,39 @@ def test_escalations_reach_subscribed_webhooks_once_signed_retried_and_disabled_
         # 410: disabled at the first answer; the other notification is never tried.
         assert [s for _, _, s in gone] == [410]
         assert receiver.of("gone") == gone and len(receiver.of("good")) == 2
+
+        # Per-endpoint metrics: deliveries, failed attempts (3 per flaky webhook, the 410).
+        # (Waited for: the receiver may have answered before the sender has counted.)
+        delivered = wait_for(
+            lambda: (
+                (d := metric_by_label(port, "sada_webhook_delivered_total", "endpoint"))
+                and d["flaky"] + d["good"] >= 4
+                and d
+            ),
+            30,
+            "the deliveries counted",
+            watch=run,
+        )
+        wait_for(
+            lambda: (
+                "2 delivered"
+                in subprocess.run(
+                    [SADA, "notifications", "list", "--data-dir", str(data)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ).stdout.split("flaky", 1)[-1]
+            ),
+            30,
+            "the flaky deliveries recorded",
+            watch=run,
+        )
+        failed = metric_by_label(port, "sada_webhook_failed_attempts_total", "endpoint")
+        assert (delivered["good"], delivered["flaky"], delivered["gone"]) == (2, 2, 0)
+        assert (failed["good"], failed["flaky"], failed["gone"]) == (0, 6, 1)
+        attempts = metric_by_label(port, "sada_webhook_attempt_seconds_count", "endpoint")
+        assert attempts["flaky"] == 8
 
         listed = subprocess.run(
             [SADA, "notifications", "list", "--data-dir", str(data)],

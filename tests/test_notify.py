@@ -251,6 +251,16 @@ def test_projector_tells_each_decisions_audience_as_it_was_then() -> None:
         ("monitoring:univ.audit", OVERDUE),
         ("author:stu-1", ESCALATED),
     ]
+    # At the root nothing moves: a missed deadline tells the holding and the monitoring unit.
+    missed = [(d, r, t) for d, r, t in notes if d.startswith("missed ")]
+    assert missed[:2] == [
+        ("missed sub-2 first_response 2026-05-11T09:06:00+00:00", "unit:univ", OVERDUE),
+        ("missed sub-2 first_response 2026-05-11T09:06:00+00:00", "monitoring:univ.audit", OVERDUE),
+    ]
+    # The acknowledged submission missed only its resolution deadline.
+    assert [d for d, _, _ in missed if "sub-1" in d] == [
+        "missed sub-1 resolution 2026-05-19T09:03:00+00:00"
+    ] * 2
     ids = [n.id for n in store.unpublished_notifications()]
     assert len(ids) == len(set(ids))
 
@@ -284,13 +294,14 @@ def _schema(type_: str) -> Draft202012Validator:
 
 @pytest.mark.parametrize("type_", NOTIFICATION_TYPES)
 def test_each_type_has_a_schema_and_a_valid_example(type_: str) -> None:
-    example = json.loads(
-        (NOTIFICATION_SCHEMAS / "examples" / f"{type_}.valid.1.json").read_text("utf-8")
-    )
-    assert example["type"] == type_ and example["dataschema"] == notification_schema(type_)
-    _schema(type_).validate(example["data"])
-    wrong = {**example["data"], "recipient": "someone"}
-    assert not _schema(type_).is_valid(wrong)
+    paths = sorted((NOTIFICATION_SCHEMAS / "examples").glob(f"{type_}.valid.*.json"))
+    assert paths
+    for path in paths:
+        example = json.loads(path.read_text("utf-8"))
+        assert example["type"] == type_ and example["dataschema"] == notification_schema(type_)
+        _schema(type_).validate(example["data"])
+        wrong = {**example["data"], "recipient": "someone"}
+        assert not _schema(type_).is_valid(wrong)
 
 
 def test_every_notification_of_a_history_fits_its_schema() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sada.pipeline.domain.model import Escalated, ResponsePosted
@@ -107,6 +107,34 @@ def for_escalation(
     return _build(esc.event_id, esc.submission_id, esc.time, plan, audience, data)
 
 
+@dataclass(frozen=True, slots=True)
+class Missed:
+    """A deadline missed where nothing moves (at the root): the submission is overdue."""
+
+    submission_id: str
+    unit_id: str
+    clock: str  # "first_response" or "resolution"
+    deadline: datetime
+
+    @property
+    def decision_id(self) -> str:
+        return f"missed {self.submission_id} {self.clock} {self.deadline.isoformat()}"
+
+
+def for_missed(m: Missed, audience: Audience, monitoring: str | None) -> list[Notification]:
+    """The unit holding it and the monitoring unit are told it is overdue."""
+    del audience  # the people following it hear of what is done, not of what is not
+    plan = [(unit_recipient(m.unit_id), OVERDUE)]
+    if monitoring is not None:
+        plan.append((f"monitoring:{monitoring}", OVERDUE))
+    data = {"unit_id": m.unit_id, "clock": m.clock, "deadline": _instant(m.deadline)}
+    return _build(m.decision_id, m.submission_id, m.deadline, plan, Audience(), data)
+
+
+def _instant(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def for_response(
     resp: ResponsePosted, at: datetime, audience: Audience, monitoring: str | None
 ) -> list[Notification]:
@@ -185,12 +213,12 @@ class Decision:
 
     offset: int  # the log record being applied when it was decided
     follows: int  # how many of the batch's follow changes precede it
-    decision: Escalated | tuple[ResponsePosted, datetime]  # a response with its instant
+    decision: Escalated | Missed | tuple[ResponsePosted, datetime]  # a response: with its instant
 
     @property
     def submission_id(self) -> str:
         d = self.decision
-        return d.submission_id if isinstance(d, Escalated) else d[0].submission_id
+        return d[0].submission_id if isinstance(d, tuple) else d.submission_id
 
 
 def notifications(
@@ -214,6 +242,8 @@ def notifications(
         audience = Audience(dict(_current(current, stored, d.submission_id)))
         if isinstance(d.decision, Escalated):
             made = for_escalation(d.decision, audience, monitoring)
+        elif isinstance(d.decision, Missed):
+            made = for_missed(d.decision, audience, monitoring)
         else:
             made = for_response(d.decision[0], d.decision[1], audience, monitoring)
         out.extend((d.offset, n) for n in made)

@@ -35,6 +35,7 @@ from sada.pipeline.domain.model import (
 from sada.pipeline.domain.notify import (
     Decision,
     Follow,
+    Missed,
     author_recipient,
     follower_recipient,
     notifications,
@@ -402,10 +403,14 @@ class Projector:
         before the event, the event's follow change, then what the event decided."""
         batch, decisions, offset = self._batch, self._decisions, self._offset
         event, at = step.event, step.at
-        if step.escalations:
-            for esc in step.escalations:
-                if at is None or esc.time < at:
-                    decisions.append(Decision(offset, len(batch.follows), esc))
+        if step.escalations or step.missed:
+            # Deadlines fired in (instant, submission) order; so are their decisions.
+            fired: list[tuple[datetime, str, Escalated | Missed]] = [
+                (e.time, e.submission_id, e) for e in step.escalations if at is None or e.time < at
+            ]
+            fired += [(m[3], m[0], Missed(*m)) for m in step.missed]
+            fired.sort(key=lambda f: (f[0], f[1]))
+            decisions.extend(Decision(offset, len(batch.follows), f[2]) for f in fired)
         if event is None or step.duplicate:
             return
         if step.stance_change is not None:

@@ -203,6 +203,62 @@ rejections = Table(
     Index("ix_rejections_outbox", "published", "partition", "offset"),
 )
 
+# Who follows a submission: its author (through the source that created it) and its
+# supporters; the audience of its notifications.
+followers = Table(
+    "followers",
+    metadata,
+    Column("submission_id", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("source", Text),
+    PrimaryKeyConstraint("submission_id", "recipient"),
+)
+
+# Who was told what: one row per (decision, recipient), and the outbox of
+# sada.notifications; (partition, offset, seq) is decision order.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("submission_id", Text, nullable=False),
+    Column("decision_id", Text, nullable=False),
+    Column("at", Instant, nullable=False),
+    Column("source", Text),
+    Column("payload", Text, nullable=False),  # JSON: the notification's data
+    Column("published", Boolean, nullable=False),
+    Index("ix_notifications_outbox", "published", "partition", "offset", "seq"),
+)
+
+# Webhook deliveries: one row per (notification, endpoint), kept once delivered or given up.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("notification_id", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("state", Text, nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", Instant, nullable=False),
+    Column("next_attempt_at", Instant, nullable=False),
+    Column("last_status", Integer),
+    Column("last_error", Text, nullable=False),
+    Column("delivered_at", Instant),
+    PrimaryKeyConstraint("notification_id", "endpoint"),
+    Index("ix_deliveries_due", "state", "endpoint", "next_attempt_at"),
+)
+
+# Webhook endpoints an operator or a 410 disabled (the config says which exist).
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("disabled_at", Instant),
+    Column("reason", Text, nullable=False),
+)
 
 # Every complete subtree of every partition's Merkle tree (RFC 9162 hashes, 32 bytes),
 # keyed by ``seq``, the position of node (level, index) in the order nodes complete

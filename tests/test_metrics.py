@@ -39,11 +39,15 @@ EXPECTED: dict[str, frozenset[str]] = {
     "sada_worker_up": frozenset({"stage"}),
     "sada_snapshot_errors_total": frozenset(),
     "sada_build_info": frozenset({"version"}),
+    "sada_webhook_delivered_total": frozenset({"endpoint"}),
+    "sada_webhook_failed_attempts_total": frozenset({"endpoint"}),
+    "sada_webhook_attempt_seconds": frozenset({"endpoint"}),
+    "sada_webhook_oldest_undelivered_seconds": frozenset({"endpoint"}),
 }
 BOUNDED_LABELS = frozenset(
     {
         *("type", "channel", "reason", "unit", "kind", "level", "status", "stage", "topic"),
-        *("version", "outcome", "clock"),
+        *("version", "outcome", "clock", "endpoint"),
     }
 )
 

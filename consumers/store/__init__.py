@@ -16,6 +16,7 @@ The class is put together from one part per concern, all standing on
 uses, rebuild mode's included):
 
 - :mod:`.projection`: the projector's loads, lookups, batch write and outbox;
+- :mod:`.notifications`: followers, the notification outbox, webhook deliveries;
 - :mod:`.author`: what an author sees for a tracking code;
 - :mod:`.audit`: timelines, the archive and its chains, dumps;
 - :mod:`.operations`: the queries behind /metrics and /dashboard;
@@ -37,6 +38,7 @@ from sada.consumers.store.audit import Audit
 from sada.consumers.store.author import AuthorView
 from sada.consumers.store.history import History
 from sada.consumers.store.keys import DeploymentKeys
+from sada.consumers.store.notifications import NotificationStore
 from sada.consumers.store.operations import Operations
 from sada.consumers.store.projection import Projection
 from sada.consumers.store.queue import WorkQueue
@@ -49,6 +51,7 @@ __all__ = ["SqlStore"]
 class SqlStore(
     Projection,
     SignedHeads,
+    NotificationStore,
     AuthorView,
     Audit,
     Operations,

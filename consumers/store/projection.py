@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, false, insert, select, true, update
 
 from sada.consumers.archive import chain_hash
+from sada.consumers.store.notifications import write_batch as write_notifications
 from sada.consumers.store.rows import (
     ESCALATION_FIELDS,
     STATE_FIELDS,
@@ -197,6 +198,8 @@ class Projection(Trees):
             bulk.escalations.run(conn, rows.escalations)
             if batch.rejections:
                 conn.execute(insert(rejections), [_rejection_row(p, r) for r in batch.rejections])
+            # A rebuild's notifications were told when the history was live: never again.
+            write_notifications(conn, batch, told=rebuild is not None)
             clock = batch.checkpoint.clock
             pending = batch.checkpoint.pending
             bulk.checkpoint.run(

@@ -22,6 +22,7 @@ import jdatetime
 
 from sada.pipeline.domain.errors import ConfigError
 from sada.pipeline.domain.vocabulary import SUBMISSION_KINDS
+from sada.pipeline.domain.webhooks import Webhook, webhooks
 
 KINDS = SUBMISSION_KINDS  # the kinds an SLA is configured for, as the schemas name them
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
@@ -66,6 +67,7 @@ class Unit:
     id: str
     name: str
     parent: str | None = None
+    monitoring: bool = False  # told of everything overdue
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,19 @@ class Config:
     sla: Mapping[str, SlaHours] = field(default_factory=lambda: dict(DEFAULT_SLA))
     integrators: tuple[Integrator, ...] = ()
     units: Mapping[str, Unit] = field(default_factory=dict)
+    webhooks: tuple[Webhook, ...] = ()
 
     def parent_of(self, unit_id: str) -> str | None:
         unit = self.units.get(unit_id)
         return unit.parent if unit else None
+
+    @property
+    def monitoring_unit(self) -> str | None:
+        """The unit marked ``monitoring = true``; without one, the first root unit."""
+        marked = [u.id for u in self.units.values() if u.monitoring]
+        if marked:
+            return marked[0]
+        return next((u.id for u in self.units.values() if u.parent is None), None)
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -100,7 +111,7 @@ def load_config(path: Path | None = None) -> Config:
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
-    _only(raw, "", {"calendar", "ladder", "sla", "integrators", "units"})
+    _only(raw, "", {"calendar", "ladder", "sla", "integrators", "units", "webhooks"})
     units = _units(raw.get("units", []))
     return Config(
         calendar=_calendar(raw.get("calendar", {})),
@@ -108,6 +119,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         sla=_sla(raw.get("sla", {})),
         integrators=_integrators(raw.get("integrators", [])),
         units=units,
+        webhooks=webhooks(raw.get("webhooks", []), units),
     )
 
 
@@ -239,7 +251,7 @@ def _units(raw: Any) -> dict[str, Unit]:
     units: dict[str, Unit] = {}
     for i, t in enumerate(raw):
         key = f"units[{i}]"
-        _only(t, key, {"id", "name", "parent"})
+        _only(t, key, {"id", "name", "parent", "monitoring"})
         uid = t.get("id")
         if not isinstance(uid, str) or not _UNIT_ID.match(uid):
             raise ConfigError(f"{key}.id", "required: letters, digits, '.', '_' or '-'")
@@ -249,7 +261,12 @@ def _units(raw: Any) -> dict[str, Unit]:
         parent = t.get("parent")
         if not isinstance(name, str) or (parent is not None and not isinstance(parent, str)):
             raise ConfigError(key, "name and parent must be strings")
-        units[uid] = Unit(uid, name, parent)
+        monitoring = t.get("monitoring", False)
+        if not isinstance(monitoring, bool):
+            raise ConfigError(f"{key}.monitoring", "must be true or false")
+        if monitoring and any(u.monitoring for u in units.values()):
+            raise ConfigError(f"{key}.monitoring", "only one unit may be the monitoring unit")
+        units[uid] = Unit(uid, name, parent, monitoring)
     for i, u in enumerate(units.values()):
         if u.parent is not None and u.parent not in units:
             raise ConfigError(f"units[{i}].parent", f"unknown parent unit {u.parent!r}")

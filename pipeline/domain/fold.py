@@ -93,6 +93,8 @@ class Step:
     effective: bool = False
     note: str = ""
     stance_change: tuple[str, str, Stance | None] | None = None  # (submission, voter, stance)
+    # Deadlines missed where nothing moves (at the root): (submission, unit, clock, deadline)
+    missed: list[tuple[str, str, str, datetime]] = field(default_factory=list)
     first_response_hours: float | None = None  # business hours, arrival -> first response
     resolution_hours: float | None = None  # business hours, creation -> closure
 
@@ -208,6 +210,11 @@ class PartitionFold:
             self.states[sid] = new
             step.changed.add(sid)
             step.escalations.extend(escalations)
+            # Overdue flags are only ever set where nothing moves: newly set is newly missed.
+            if new.first_response_overdue and not state.first_response_overdue:
+                step.missed.append((sid, new.unit_id, "first_response", due))
+            if new.resolution_overdue and not state.resolution_overdue:
+                step.missed.append((sid, new.unit_id, "resolution", due))
             self._schedule(new)
 
     def deadline_entries(self) -> int:

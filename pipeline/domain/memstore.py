@@ -7,12 +7,13 @@ keeps except the archive's hash chain (the archive lives in the SQL store).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TypeVar
 
 from sada.pipeline.domain.model import Escalated, Stance, SubmissionState
+from sada.pipeline.domain.notify import Notification, apply_follows
 from sada.pipeline.domain.ports import AppliedEvent, BatchWrite, Checkpoint, Rejection
 
 T = TypeVar("T")
@@ -30,6 +31,10 @@ class MemoryStore:
         self.rejections: dict[str, Rejection] = {}
         self.rejections_published: set[str] = set()
         self._rejection_partition: dict[str, int] = {}
+        self.follows: dict[str, dict[str, str | None]] = {}  # submission -> recipient -> source
+        self.notifications: dict[str, tuple[int, int, int, Notification]] = {}  # id -> order
+        self.notifications_published: set[str] = set()
+        self.deliveries: dict[tuple[str, str], str] = {}  # (notification, endpoint) -> state
         self.writes = 0
 
     def load(self, partition: int) -> tuple[Checkpoint, list[SubmissionState]]:
@@ -75,6 +80,10 @@ class MemoryStore:
         for rej in batch.rejections:
             self.rejections.setdefault(rej.key, rej)
             self._rejection_partition.setdefault(rej.key, batch.partition)
+        for f in batch.follows:
+            apply_follows(self.follows.setdefault(f.submission_id, {}), (f,))
+        for i, (offset, n) in enumerate(batch.notifications):
+            self.notifications.setdefault(n.id, (batch.partition, offset, i, n))
         checkpoint = replace(batch.checkpoint)
         self.checkpoints[batch.partition] = checkpoint
         self.writes += 1
@@ -108,6 +117,29 @@ class MemoryStore:
 
     def mark_rejections_published(self, keys: Iterable[str]) -> None:
         self.rejections_published.update(keys)
+
+    def followers(self, submission_ids: Iterable[str]) -> dict[str, dict[str, str | None]]:
+        return {s: dict(self.follows[s]) for s in submission_ids if self.follows.get(s)}
+
+    def unpublished_notifications(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Notification]:
+        todo = _outbox(
+            self.notifications,
+            self.notifications_published,
+            lambda k: self.notifications[k][0],
+            partitions,
+        )
+        return [t[3] for t in sorted(todo, key=lambda t: t[:3])][:limit]
+
+    def mark_notifications_published(
+        self, ids: Iterable[str], routes: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        todo = list(ids)
+        self.notifications_published.update(todo)
+        for nid in todo:
+            for endpoint in (routes or {}).get(nid, ()):
+                self.deliveries.setdefault((nid, endpoint), "pending")
 
 
 def _outbox(

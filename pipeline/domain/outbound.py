@@ -1,10 +1,12 @@
-"""CloudEvents the pipeline writes: ``sada.submission.escalated`` on ``sada.escalations``."""
+"""CloudEvents the pipeline writes: ``sada.submission.escalated`` on ``sada.escalations``,
+``sada.notification.*`` on ``sada.notifications`` (and to webhooks)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sada.pipeline.domain.model import SUBMISSION_ESCALATED, Escalated, format_time
+from sada.pipeline.domain.notify import Notification
 
 PIPELINE_SOURCE = "/sada/pipeline"
 ESCALATED_SCHEMA = "https://sada.example/schemas/sada.submission.escalated/v1.json"
@@ -31,5 +33,32 @@ def escalation_event(esc: Escalated) -> dict[str, Any]:
         "subject": esc.submission_id,
         "datacontenttype": "application/json",
         "dataschema": ESCALATED_SCHEMA,
+        "data": data,
+    }
+
+
+def notification_schema(type_: str) -> str:
+    return f"https://sada.example/schemas/{type_}/v1.json"
+
+
+def notification_event(n: Notification) -> dict[str, Any]:
+    """The CloudEvent of a notification: on ``sada.notifications`` and a webhook's body."""
+    data: dict[str, Any] = {
+        "recipient": n.recipient,
+        "submission_id": n.submission_id,
+        "decision_id": n.decision_id,
+        **n.data,
+    }
+    if n.source is not None:
+        data["via"] = n.source
+    return {
+        "specversion": "1.0",
+        "id": n.id,
+        "source": PIPELINE_SOURCE,
+        "type": n.type,
+        "time": format_time(n.at),
+        "subject": n.submission_id,
+        "datacontenttype": "application/json",
+        "dataschema": notification_schema(n.type),
         "data": data,
     }

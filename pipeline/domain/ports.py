@@ -8,7 +8,7 @@ effect, a crash after commit leaves no gap, so redelivery changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +16,7 @@ from typing import Protocol
 
 from sada.pipeline.domain.merkle import EMPTY_ROOT
 from sada.pipeline.domain.model import Escalated, ResponsePosted, Stance, SubmissionState
+from sada.pipeline.domain.notify import Follow, Notification
 
 GENESIS_HASH = "0" * 64
 EMPTY_ROOT_HEX = EMPTY_ROOT.hex()
@@ -74,6 +75,9 @@ class BatchWrite:
     responses: list[tuple[ResponsePosted, datetime, bool]] = field(default_factory=list)
     escalations: list[Escalated] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    follows: list[Follow] = field(default_factory=list)  # in decision order
+    # (log offset of the record that decided it, notification), in decision order
+    notifications: list[tuple[int, Notification]] = field(default_factory=list)
 
 
 class ProjectionStore(Protocol):
@@ -121,6 +125,22 @@ class ProjectionStore(Protocol):
     ) -> list[Rejection]: ...
 
     def mark_rejections_published(self, keys: Iterable[str]) -> None: ...
+
+    def followers(self, submission_ids: Iterable[str]) -> dict[str, dict[str, str | None]]:
+        """Who follows each submission (recipient -> source), as committed."""
+        ...
+
+    def unpublished_notifications(
+        self, limit: int = 1000, partitions: Iterable[int] | None = None
+    ) -> list[Notification]:
+        """Oldest first, in decision order per partition (of ``partitions``, if given)."""
+        ...
+
+    def mark_notifications_published(
+        self, ids: Iterable[str], routes: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        """Mark published; with ``routes`` (id -> webhook endpoints), queue their deliveries."""
+        ...
 
 
 class ProjectorStore(ProjectionStore, Protocol):

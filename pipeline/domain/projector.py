@@ -16,7 +16,7 @@ must discard this projector and build a new one from the store.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,8 +28,17 @@ from sada.pipeline.domain.model import (
     ResponsePosted,
     SatisfactionRated,
     Stance,
+    SubmissionCreated,
     VoteCast,
     VoteRetracted,
+)
+from sada.pipeline.domain.notify import (
+    Decision,
+    Follow,
+    Missed,
+    author_recipient,
+    follower_recipient,
+    notifications,
 )
 from sada.pipeline.domain.ports import (
     AppliedEvent,
@@ -77,6 +86,7 @@ class BatchResult:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
     late: list[str] = field(default_factory=list)  # types of late events
     held: int = 0  # events the partition holds after the batch
+    notifications: int = 0  # written with the batch
 
 
 @dataclass(slots=True)
@@ -167,8 +177,11 @@ class Projector:
 
         batch = BatchWrite(partition=self.partition, checkpoint=self.checkpoint, archive=todo)
         self._batch, self._result, self._changed = batch, result, set[str]()
+        self._decisions: list[Decision] = []
         for offset, rec in decoded:
+            self._offset = offset
             self._take(offset, rec)
+        self._notify(batch)
         result.applied = len(todo)
         states = self.fold.states
         batch.states = [states[sid] for sid in sorted(self._changed)]
@@ -181,6 +194,7 @@ class Projector:
         )
         self.checkpoint = self.store.write(batch)
         result.escalations = batch.escalations
+        result.notifications = len(batch.notifications)
         result.clock = self.fold.clock
         result.held = self.held
         return result
@@ -206,7 +220,11 @@ class Projector:
         else:
             assert rec.event is not None
             self._fold(
-                offset, rec.record, rec.event["type"], str(rec.event["data"].get("channel", ""))
+                offset,
+                rec.record,
+                rec.event["type"],
+                str(rec.event["data"].get("channel", "")),
+                rec.event,
             )
 
     def _release(self, released: list[Held]) -> None:
@@ -248,7 +266,7 @@ class Projector:
                 )
                 return
             self._codes.add(code)
-            self._fold(held.offset, record, ce["type"], str(data.get("channel", "")))
+            self._fold(held.offset, record, ce["type"], str(data.get("channel", "")), ce)
             # What waited for the submission follows it, in event-time order.
             for w in sorted(self._waiting.pop(sid, []), key=lambda w: (w.held.time, w.held.key)):
                 self._admit(w.held, w.late)
@@ -315,13 +333,19 @@ class Projector:
         self._result.rejected.append((type_, str(reason)))
 
     def _fold(
-        self, offset: int | None, rec: EventRecord | TickRecord, type_: str | None, channel: str
+        self,
+        offset: int | None,
+        rec: EventRecord | TickRecord,
+        type_: str | None,
+        channel: str,
+        ce: Mapping[str, object] | None = None,
     ) -> None:
         step = self.fold.apply(rec)
         if step.changed:
             self._changed |= step.changed
         if step.escalations:
             self._batch.escalations.extend(step.escalations)
+        self._note_decisions(step, ce)
         if type_ is not None and offset is not None:
             self._record_event(self._batch, self._result, offset, rec, type_, step)
             if not step.duplicate:
@@ -373,6 +397,50 @@ class Projector:
                 result.resolution_hours.append((state.kind, step.resolution_hours))
             if rating is not None:
                 result.satisfaction.append((state.unit_id, rating))
+
+    def _note_decisions(self, step: Step, ce: Mapping[str, object] | None) -> None:
+        """The step's follow changes and decisions to tell of, in order: deadlines fired
+        before the event, the event's follow change, then what the event decided."""
+        batch, decisions, offset = self._batch, self._decisions, self._offset
+        event, at = step.event, step.at
+        if step.escalations or step.missed:
+            # Deadlines fired in (instant, submission) order; so are their decisions.
+            fired: list[tuple[datetime, str, Escalated | Missed]] = [
+                (e.time, e.submission_id, e) for e in step.escalations if at is None or e.time < at
+            ]
+            fired += [(m[3], m[0], Missed(*m)) for m in step.missed]
+            fired.sort(key=lambda f: (f[0], f[1]))
+            decisions.extend(Decision(offset, len(batch.follows), f[2]) for f in fired)
+        if event is None or step.duplicate:
+            return
+        if step.stance_change is not None:
+            sid, voter, stance = step.stance_change
+            batch.follows.append(Follow(sid, follower_recipient(voter), None, stance == "support"))
+        elif isinstance(event, SubmissionCreated) and step.effective and ce is not None:
+            data = ce.get("data")
+            author = data.get("author") if isinstance(data, dict) else None
+            if isinstance(author, dict) and isinstance(author.get("id"), str):
+                batch.follows.append(
+                    Follow(
+                        event.submission_id,
+                        author_recipient(author["id"]),
+                        str(ce.get("source", "")),
+                        True,
+                    )
+                )
+        for esc in step.escalations:
+            if at is not None and esc.time >= at:
+                decisions.append(Decision(offset, len(batch.follows), esc))
+        if isinstance(event, ResponsePosted) and step.effective and at is not None:
+            decisions.append(Decision(offset, len(batch.follows), (event, at)))
+
+    def _notify(self, batch: BatchWrite) -> None:
+        """The batch's notifications: each decision's audience as it was when decided."""
+        if self._decisions:
+            stored = self.store.followers({d.submission_id for d in self._decisions})
+            batch.notifications = notifications(
+                self._decisions, batch.follows, stored, self.rules.monitoring
+            )
 
     def _prefetch(self, decoded: Iterable[tuple[int, RawRecord]]) -> None:
         """What this batch may need from the store: of its own records and of those held."""

@@ -26,6 +26,7 @@ class Rules:
     ladder: tuple[int, ...] = (50, 200, 1000)
     sla: Mapping[str, SlaHours] = field(default_factory=lambda: dict(DEFAULT_SLA))
     parents: Mapping[str, str | None] = field(default_factory=dict)
+    monitoring: str | None = None  # the unit told of everything overdue
 
     @classmethod
     def from_config(cls, config: Config, calendar: BusinessClock | None = None) -> Rules:
@@ -38,6 +39,7 @@ class Rules:
             ladder=config.ladder,
             sla=dict(config.sla),
             parents={u.id: u.parent for u in config.units.values()},
+            monitoring=config.monitoring_unit,
         )
 
     def parent_of(self, unit_id: str) -> str | None:

@@ -8,10 +8,11 @@ seeks to the stored checkpoint and never depends on Kafka's committed offsets.
 A member that lost a partition without knowing (a zombie) is fenced by the
 store: its next batch starts below the stored checkpoint and is refused.
 
-Escalations reach ``sada.escalations`` and rejected inputs ``sada.dlq`` through
-outboxes: written with the batch, published after commit, then marked
-published. A crash between publish and mark publishes again with the same ids
-(dedupable downstream).
+Escalations reach ``sada.escalations``, rejected inputs ``sada.dlq`` and
+notifications ``sada.notifications`` (keyed by recipient; marking them published
+also queues their webhook deliveries) through outboxes: written with the
+batch, published after commit, then marked published. A crash between
+publish and mark publishes again with the same ids (dedupable downstream).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from sada.infra import topics
 from sada.pipeline.domain.config import Config
 from sada.pipeline.domain.errors import FencedError
 from sada.pipeline.domain.logcodec import dumps
-from sada.pipeline.domain.outbound import escalation_event
+from sada.pipeline.domain.outbound import escalation_event, notification_event
 from sada.pipeline.domain.ports import ProjectorStore, Rejection
 from sada.pipeline.domain.projector import BatchResult, Projector
 from sada.pipeline.domain.rules import Rules
+from sada.pipeline.domain.webhooks import routes
 from sada.pipeline.stages.stage import (
     FETCH_MAX_WAIT_MS,
     SESSION_TIMEOUT_MS,
@@ -81,6 +83,7 @@ class ProjectorStats:
     escalations: int = 0
     published: int = 0
     dlq: int = 0
+    notified: int = 0
     batches: int = 0
     rebalances: int = 0
     fenced: int = 0
@@ -112,6 +115,7 @@ class ProjectorStage(KafkaStage):
         # Held while a fetch is applied, so that a rebalance waits for it.
         self._busy = asyncio.Lock()
         self.rules = Rules.from_config(config)
+        self.webhooks = config.webhooks
         self.store = store
         self.metrics = metrics
         self.stats = ProjectorStats()
@@ -248,7 +252,7 @@ class ProjectorStage(KafkaStage):
         stats.rejected += len(result.rejected)
         stats.late += len(result.late)
         stats.held = sum(p.held for p in self.projectors.values())
-        if result.escalations or result.rejected:
+        if result.escalations or result.rejected or result.notifications:
             self._outbox_dirty = True
         for (type_, channel), n in Counter(result.accepted).items():
             m.event_accepted(type_, channel or None, n)
@@ -308,7 +312,30 @@ class ProjectorStage(KafkaStage):
             for r in rejected:
                 self.metrics.dlq_record(r.reason)
             self.stats.dlq += len(rejected)
+        await self._publish_notifications(owned)
         self._outbox_dirty = False
+
+    async def _publish_notifications(self, owned: set[int]) -> None:
+        assert self._producer is not None
+        while True:
+            todo = await asyncio.to_thread(self.store.unpublished_notifications, 1000, owned)
+            if not todo:
+                break
+            futures = [
+                await self._producer.send(
+                    topics.NOTIFICATIONS,
+                    value=dumps(notification_event(n)),
+                    key=n.recipient.encode(),
+                )
+                for n in todo
+            ]
+            await asyncio.gather(*futures)
+            parent_of = self.rules.parent_of
+            routed = {n.id: routes(self.webhooks, n, parent_of) for n in todo}
+            await asyncio.to_thread(
+                self.store.mark_notifications_published, [n.id for n in todo], routed
+            )
+            self.stats.notified += len(todo)
 
     async def _originals(
         self, positions: list[tuple[str, int, int]]

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "audit": "audit",
     "bench": "bench",
     "dlq": "dlq",
+    "notifications": "notifications",
     "report": "report",
 }
 

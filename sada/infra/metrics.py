@@ -44,6 +44,7 @@ from sada.infra.metric_labels import (
     clamp_type,
 )
 from sada.infra.sla_metrics import SlaOutcomes
+from sada.infra.webhook_metrics import WEBHOOK_HISTOGRAMS, WEBHOOK_LABELS, WebhookMetrics
 from sada.pipeline.domain.reasons import Reason
 
 # Business-hour buckets include every default SLA bound (16, 24, 40, 80, 160);
@@ -96,18 +97,16 @@ LABELS: Mapping[str, frozenset[str]] = {
     "sada_worker_up": frozenset({"stage"}),
     "sada_snapshot_errors_total": frozenset(),
     "sada_build_info": frozenset({"version"}),
-}
+} | WEBHOOK_LABELS
 """Every metric family as queried in PromQL (counters with ``_total``) and its label names."""
 
 METRIC_NAMES: frozenset[str] = frozenset(LABELS)
-HISTOGRAMS: frozenset[str] = frozenset(
-    {
-        "sada_first_response_business_hours",
-        "sada_resolution_business_hours",
-        "sada_satisfaction_rating",
-        "sada_decision_lag_seconds",
-    }
-)
+HISTOGRAMS: frozenset[str] = WEBHOOK_HISTOGRAMS | {
+    "sada_first_response_business_hours",
+    "sada_resolution_business_hours",
+    "sada_satisfaction_rating",
+    "sada_decision_lag_seconds",
+}
 
 
 def _duration(value: float) -> float | None:
@@ -391,6 +390,7 @@ class Metrics:
             registry=registry,
         )
         self._build_info.labels(version=version).set(1)
+        self.webhooks = WebhookMetrics(registry)
 
         self._snapshot = _SnapshotCollector(self.clamp_unit, self.clamp_stage, self.clamp_topic)
         registry.register(self._snapshot)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from sada.infra.redact import mask_url
-from sada.pipeline.domain.errors import SettingsError
+from sada.pipeline.domain.errors import ConfigError, SettingsError
+from sada.pipeline.domain.webhooks import Webhook, secret_key
 
 ClockMode = Literal["wall", "event"]
 T = TypeVar("T")
@@ -43,6 +44,8 @@ class Settings:
     log_level: str = "WARNING"
     production: bool = False
     connect_timeout: float = 5.0
+    webhook_backoff_seconds: float = 5.0  # the first retry's delay, doubling per attempt
+    webhook_give_up_hours: float = 24.0
     # The archive's signed checkpoints (see the README, "Proof anyone can check").
     deployment: str = "sada.localhost"  # names the logs (checkpoint origins) and default keys
     signing_key_file: Path | None = None  # else a key generated into the data directory
@@ -72,6 +75,12 @@ class Settings:
             log_level=(_get(env, "SADA_LOG_LEVEL", str, d.log_level) or d.log_level).upper(),
             production=_environment(env, "SADA_ENV"),
             connect_timeout=_positive_float(env, "SADA_CONNECT_TIMEOUT", d.connect_timeout),
+            webhook_backoff_seconds=_positive_float(
+                env, "SADA_WEBHOOK_BACKOFF_SECONDS", d.webhook_backoff_seconds
+            ),
+            webhook_give_up_hours=_positive_float(
+                env, "SADA_WEBHOOK_GIVE_UP_HOURS", d.webhook_give_up_hours
+            ),
             deployment=_deployment(env, "SADA_DEPLOYMENT", d.deployment),
             signing_key_file=_get(env, "SADA_SIGNING_KEY_FILE", Path, d.signing_key_file),
             checkpoint_seconds=_positive_float(
@@ -104,6 +113,30 @@ class Settings:
     def effective_signing_key_file(self) -> Path:
         """The signing key's file: the one named, or the data directory's own."""
         return self.signing_key_file or self.data_dir / "signing.key"
+
+
+def webhook_keys(
+    hooks: Iterable[Webhook], environ: Mapping[str, str] | None = None
+) -> dict[str, bytes]:
+    """Each webhook's signing key, from its ``secret`` or the variable its ``secret_env`` names.
+
+    A variable unset or not in ``whsec_<base64>`` form raises naming the variable.
+    """
+    env = os.environ if environ is None else environ
+    keys = {}
+    for i, h in enumerate(hooks):
+        if h.secret is not None:
+            keys[h.id] = secret_key(h.secret, f"webhooks[{i}].secret")
+            continue
+        assert h.secret_env is not None
+        value = env.get(h.secret_env, "").strip()
+        if not value:
+            raise SettingsError(h.secret_env, f"is not set (webhooks[{i}].secret_env of {h.id!r})")
+        try:
+            keys[h.id] = secret_key(value, h.secret_env)
+        except ConfigError as e:
+            raise SettingsError(h.secret_env, "must hold whsec_ followed by base64") from e
+    return keys
 
 
 def _get(env: Mapping[str, str], name: str, conv: Callable[[str], T], default: T) -> T:

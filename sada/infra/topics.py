@@ -28,6 +28,7 @@ VOTES = "sada.votes"
 RESPONSES = "sada.responses"
 ESCALATIONS = "sada.escalations"
 DLQ = "sada.dlq"
+NOTIFICATIONS = "sada.notifications"
 LOG = "sada.log"
 CHECKPOINTS = "sada.checkpoints"
 
@@ -99,6 +100,14 @@ TOPICS: tuple[TopicSpec, ...] = (
         "every rejected input, unchanged, with the reason",
         partitions=1,
         configs=_configs(-1),
+    ),
+    # Who was told what, keyed by recipient for bots to relay; a month covers any
+    # consumer's outage (the store keeps every notification).
+    TopicSpec(
+        NOTIFICATIONS,
+        TopicRole.OUTPUT,
+        "sada.notification.*",
+        configs=_configs(30 * _DAY_MS),
     ),
     # The canonical log is what state is rebuilt from: never expired.
     TopicSpec(

@@ -31,12 +31,13 @@ from sada.app.commands.common import (
 from sada.app.logs import configure_logging
 from sada.app.production import check_production
 from sada.consumers.store import SqlStore
+from sada.consumers.webhooks import Deliverer, DeliveryPolicy
 from sada.infra.broker import EmbeddedBroker, port_is_free
 from sada.infra.datadir import DataDirLock
 from sada.infra.metrics import Metrics
 from sada.infra.pseudonym_key import FINGERPRINT_NAME, fingerprint, resolve_key
 from sada.infra.reach import require_kafka
-from sada.infra.settings import Settings
+from sada.infra.settings import Settings, webhook_keys
 from sada.infra.signing import load_signer
 from sada.infra.topics import ensure_topics
 from sada.pipeline.domain.config import Config
@@ -87,6 +88,7 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
     config = resolve_config(settings)
     if settings.production:
         check_production(settings, config)
+    keys = webhook_keys(config.webhooks)  # a missing secret stops here, before anything starts
     if not port_is_free(settings.http_host, settings.http_port):
         raise SadaError(
             f"HTTP port {settings.http_host}:{settings.http_port} is already in use "
@@ -124,7 +126,7 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
             if restored:
                 print(f"restored {restored} archived log records", file=stdout, flush=True)
         return asyncio.run(
-            _serve(settings, config, store, bootstrap, broker, args.demo, signer, stdout)
+            _serve(settings, config, store, bootstrap, broker, args.demo, signer, stdout, keys)
         )
     finally:
         if broker is not None:
@@ -186,6 +188,7 @@ async def _serve(
     demo: bool,
     signer: Signer,
     stdout: TextIO,
+    keys: dict[str, bytes],
 ) -> int:
     from sada.consumers.audit_api import routes as audit_routes
     from sada.consumers.dashboard import routes as dashboard_routes
@@ -208,6 +211,13 @@ async def _serve(
         snapshot_source(worker.store, worker.config, worker, asyncio.get_running_loop())
     )
     await worker.start()
+    metrics.webhooks.set_endpoints(keys)
+    policy = DeliveryPolicy(
+        backoff_seconds=settings.webhook_backoff_seconds,
+        give_up_seconds=settings.webhook_give_up_hours * 3600,
+    )
+    deliverer = Deliverer(store, config.webhooks, keys, metrics.webhooks, policy)
+    delivering = asyncio.create_task(deliverer.run())
     notary = worker.notary
     routes = [
         gateway_routes(settings, config, bootstrap),
@@ -255,6 +265,9 @@ async def _serve(
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await demo_task
     await runner.cleanup()
+    await deliverer.stop()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(delivering, timeout=15)
     await worker.stop()
     if worker.failure and not asked:
         print(f"sada run: {worker.failure}", file=stdout, flush=True)

@@ -83,6 +83,7 @@ class Ingress:
         grace_seconds: float = 10.0,
         max_event_bytes: int = 65536,
         max_future_seconds: float = 300.0,
+        pseudonymize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.units = frozenset(units)
         self.log_partitions = log_partitions
@@ -96,6 +97,8 @@ class Ingress:
         self.grace_seconds = grace_seconds
         self.max_event_bytes = max_event_bytes
         self.max_future = timedelta(seconds=max_future_seconds)
+        # Person ids become pseudonyms before anything lasts (the log is archived).
+        self._pseudonymize = pseudonymize
         self.total = 0  # input partitions in all, whoever owns them
         self._progress: dict[tuple[str, int], _Progress] = {}
         self._last_mark = float("-inf")
@@ -143,6 +146,8 @@ class Ingress:
             except EventRejectedError as e:
                 out.append(self._reject(msg, e.reason, e.detail))
                 continue
+            if self._pseudonymize is not None:
+                ce = self._pseudonymize(ce)
             time = parse_time(ce["time"])
             if prog.max_time is None or time > prog.max_time:
                 prog.max_time = time

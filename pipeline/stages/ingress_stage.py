@@ -40,6 +40,7 @@ from sada.pipeline.stages.stage import (
     KafkaStage,
     group_timeouts,
 )
+from sada.producers.privacy import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,11 @@ class IngressStage(KafkaStage):
             grace_seconds=settings.grace_seconds,
             max_event_bytes=settings.max_event_bytes,
             max_future_seconds=settings.max_future_seconds,
+            pseudonymize=(
+                None
+                if not settings.pseudonym_key
+                else Pseudonymizer(settings.pseudonym_key.encode("utf-8")).apply
+            ),
         )
         self.total = 0
         self._unsettled: dict[TopicPartition, set[int]] = {}

@@ -84,3 +84,14 @@ def test_every_package_directory_is_declared_and_every_module_is_seen() -> None:
         "sada.infra.topics",
     ):
         assert layer in names
+
+
+def test_no_module_of_the_package_is_over_500_lines() -> None:
+    """One concern per module: none grows past 500 lines (migrations aside: they are frozen)."""
+    long = {
+        name: n
+        for name, path in package_view.modules()
+        if ".migrations." not in name
+        and (n := len(path.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert long == {}

@@ -88,7 +88,8 @@ from sada.pipeline.domain.records import ForwardedEvent
 from sada.pipeline.domain.rules import Rules
 from sada.pipeline.domain.tracking import new_tracking_code
 from sada.producers.events import build_event
-from sada.producers.gateway import MAX_BODY_BYTES, source_allowed
+from sada.producers.gateway import MAX_BODY_BYTES
+from sada.producers.requests import source_allowed
 
 UNITS = sorted(load_config().units)
 RULES = Rules.from_config(load_config())

@@ -322,7 +322,7 @@ class Workers:
             write_signer(key_file, Signer.generate(default_key_name("sada.localhost")))
         self.env = {
             "SADA_SIGNING_KEY_FILE": str(key_file),
-            "SADA_PSEUDONYM_KEY": f"test-pseudonyms-{self.workdir.name}",
+            "SADA_PSEUDONYM_KEY": "the test deployments' pseudonym key",
             **self.env,
         }
 

@@ -35,10 +35,8 @@ from sada.pipeline.domain.ingress import Forward, Ingress, InputMessage
 from sada.pipeline.domain.records import InputPosition
 from sada.pipeline.stages.record_batches import RecordBatches
 from sada.pipeline.stages.stage import (
-    FETCH_MAX_WAIT_MS,
     SESSION_TIMEOUT_MS,
     KafkaStage,
-    group_timeouts,
 )
 from sada.producers.privacy import Pseudonymizer
 
@@ -111,17 +109,7 @@ class IngressStage(KafkaStage):
             bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, max_batch_size=262144
         )
         await self._producer.start()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            **group_timeouts(self.session_ms),
-        )
-        await consumer.start()
-        self._consumer = consumer
+        consumer = await self._start_group_consumer(self.group)
         # How many input partitions there are in all, whoever owns them.
         self.total = sum([len(await partitions_of(consumer, t)) for t in topics.INPUT_TOPICS])
         consumer.subscribe(list(topics.INPUT_TOPICS), listener=_Rebalance(self))

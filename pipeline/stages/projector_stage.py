@@ -40,7 +40,6 @@ from sada.pipeline.stages.stage import (
     FETCH_MAX_WAIT_MS,
     SESSION_TIMEOUT_MS,
     KafkaStage,
-    group_timeouts,
 )
 
 log = logging.getLogger(__name__)
@@ -132,17 +131,7 @@ class ProjectorStage(KafkaStage):
         self.store.checkpoint_in_background()  # its commits are on the escalation path
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
         await self._producer.start()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            **group_timeouts(self.session_ms),
-        )
-        await consumer.start()
-        self._consumer = consumer
+        consumer = await self._start_group_consumer(self.group)
         consumer.subscribe([topics.LOG], listener=_Rebalance(self))
         self.state = "running"
 

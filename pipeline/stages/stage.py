@@ -43,6 +43,21 @@ class KafkaStage:
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
 
+    async def _start_group_consumer(self, group: str) -> AIOKafkaConsumer:
+        """The stage's consumer, started, in ``group``: offsets committed by hand only."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            **group_timeouts(self.session_ms),
+        )
+        await consumer.start()
+        self._consumer = consumer
+        return consumer
+
     async def stop(self) -> None:
         self._stopping.set()
 

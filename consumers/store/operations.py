@@ -12,12 +12,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Text,
-    and_,
     case,
     cast,
-    false,
     func,
-    or_,
     select,
     true,
     union,
@@ -26,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from sada.consumers.store.base import StoreBase
 from sada.consumers.store.joins import EVENT_RECORD, RESPONSE_EVENT, RESPONSE_LOG_ORDER
+from sada.consumers.store.queue import sla_expressions
 from sada.consumers.tables import archive, escalations, events, responses, submissions
 
 
@@ -47,23 +45,7 @@ class Operations(StoreBase):
         flags make a submission overdue.
         """
         s = submissions.c
-        overdue = or_(s.first_response_overdue == true(), s.resolution_overdue == true())
-        if clock is not None:
-            overdue = or_(
-                overdue,
-                and_(s.first_response_due.is_not(None), s.first_response_due < clock),
-                and_(s.resolution_due.is_not(None), s.resolution_due < clock),
-            )
-        risky = []
-        for kind, (first_by, resolution_by) in sorted(at_risk_by.items()):
-            running = []
-            if first_by is not None:
-                running.append(and_(s.first_response_due.is_not(None), s.arrived_at <= first_by))
-            if resolution_by is not None:
-                running.append(and_(s.resolution_due.is_not(None), s.arrived_at <= resolution_by))
-            if running:
-                risky.append(and_(s.kind == kind, or_(*running)))
-        at_risk = or_(*risky) if risky else false()
+        overdue, at_risk = sla_expressions(clock, at_risk_by)  # the queue's, written once
         status = case((overdue, "overdue"), (at_risk, "at_risk"), else_="on_time")
         # Grouped in an outer query: PostgreSQL cannot match a GROUP BY expression
         # carrying bound parameters to the same expression in the select list.

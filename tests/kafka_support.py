@@ -20,21 +20,20 @@ has no ``__init__.py``, so pytest's default import mode puts it on ``sys.path``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
+
+from sada.infra.broker import accepts_connections, admin_client, die_with_parent_hook
+from sada.pipeline.domain.errors import BrokerError
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -60,8 +59,6 @@ JAVA_OPTIONS = (
     "-Dorg.slf4j.simpleLogger.showDateTime=true",
     "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSS",
 )
-
-_PR_SET_PDEATHSIG = 1
 
 
 class KafkaStartError(RuntimeError):
@@ -224,7 +221,7 @@ class ApacheKafka:
                     stderr=subprocess.STDOUT,
                     close_fds=True,
                     process_group=0,
-                    preexec_fn=_die_with_parent_hook(),
+                    preexec_fn=die_with_parent_hook(),
                 )
             except OSError as e:
                 raise KafkaStartError(f"cannot run {self._java!r}: {e.strerror or e}") from e
@@ -367,40 +364,10 @@ class ApacheKafka:
                     f"Apache Kafka did not answer on {self.bootstrap} within {timeout:g}s; "
                     f"the end of {self.log_path}:\n{self.log_tail()}"
                 )
-            if _accepts_connections(self.port, min(0.5, remaining)) and _serves_all_partitions(
+            if accepts_connections(HOST, self.port, min(0.5, remaining)) and _serves_all_partitions(
                 self.bootstrap, min(5.0, remaining)
             ):
                 return
-
-
-def _accepts_connections(port: int, timeout: float) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _admin(bootstrap: str, timeout: float) -> Iterator[KafkaAdminClient]:
-    timeout_ms = max(1, int(timeout * 1000))
-    # kafka-python starts its IO thread before bootstrapping and leaves it
-    # running when bootstrapping fails, so a half-built client is closed too.
-    client = KafkaAdminClient.__new__(KafkaAdminClient)
-    try:
-        client.__init__(
-            bootstrap_servers=bootstrap,
-            client_id="sada-test-kafka-probe",
-            bootstrap_timeout_ms=timeout_ms,
-            request_timeout_ms=timeout_ms,
-        )
-        yield client
-    finally:
-        if hasattr(client, "_net"):
-            if not hasattr(client, "_closed"):
-                client._closed = False
-            with contextlib.suppress(Exception):
-                client.close()
 
 
 def _serves_all_partitions(bootstrap: str, timeout: float) -> bool:
@@ -410,33 +377,12 @@ def _serves_all_partitions(bootstrap: str, timeout: float) -> bool:
     a client that came too early would see errors no test means to test.
     """
     try:
-        with _admin(bootstrap, timeout) as admin:
+        with admin_client(bootstrap, timeout) as admin:
             topics: list[dict[str, Any]] = admin.describe_topics()
-    except (KafkaError, OSError, ValueError):
+    except (BrokerError, KafkaError, OSError, ValueError):
         return False
     return all(
         topic["error_code"] == 0
         and all(p["error_code"] == 0 and p["leader_id"] >= 0 for p in topic["partitions"])
         for topic in topics
     )
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` making the child receive SIGKILL when its parent dies (Linux only).
-
-    libc is loaded here, before the fork: loading it in the child could
-    deadlock on a lock some other thread of the parent held at fork time.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        # The parent may have died between fork and prctl; then no signal comes.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook

@@ -211,7 +211,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 close_fds=True,
                 process_group=0,
-                preexec_fn=_die_with_parent_hook(),
+                preexec_fn=die_with_parent_hook(),
             )
         except (OSError, subprocess.SubprocessError) as e:
             if log_file is not None:
@@ -317,7 +317,7 @@ class EmbeddedBroker:
                     + self._because()
                 )
             if (
-                _accepts_connections(HOST, self.port, min(0.5, remaining))
+                accepts_connections(HOST, self.port, min(0.5, remaining))
                 and broker_answers(self.bootstrap, min(2.0, remaining))
                 and self.running()
             ):
@@ -331,7 +331,7 @@ class EmbeddedBroker:
         return f": {line}" if line else ""
 
 
-def _accepts_connections(host: str, port: int, timeout: float) -> bool:
+def accepts_connections(host: str, port: int, timeout: float) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -339,7 +339,7 @@ def _accepts_connections(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` making the child receive SIGKILL when its parent dies (Linux only).
 
     libc is loaded here, before the fork: loading it in the child could

@@ -203,16 +203,25 @@ class IngressStage(KafkaStage):
                 self.ingress.backlogged((tp.topic, tp.partition), now)
 
     async def _carry_out(self, outputs: list[Forward]) -> None:
-        """Append the records, in order within each log partition; settle their inputs."""
+        """Append the records, in order within each log partition; settle their inputs.
+
+        The watermarks go only once every record they cover is acknowledged. A
+        batch that expires while the broker is away fails alone: the producer
+        sends the partition's next batch all the same, and a watermark in it would
+        reach the log ahead of the events that ingress re-reads and logs again.
+        """
         assert self._producer is not None
-        log_records = RecordBatches(self._producer, topics.LOG)
-        for out in outputs:
-            await log_records.add(
-                out.log_partition, out.key.encode() if out.key else None, out.value
-            )
-        futures = await log_records.send()
-        if futures:
-            await asyncio.gather(*futures)
+        events = [out for out in outputs if out.settles is not None]
+        marks = [out for out in outputs if out.settles is None]
+        for part in (events, marks):
+            log_records = RecordBatches(self._producer, topics.LOG)
+            for out in part:
+                await log_records.add(
+                    out.log_partition, out.key.encode() if out.key else None, out.value
+                )
+            futures = await log_records.send()
+            if futures:
+                await asyncio.gather(*futures)
         m = self.metrics
         stats = self.stats
         for out in outputs:

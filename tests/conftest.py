@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from e2e_support import BROKERS
 from hypothesis import settings
 from kafka_support import ApacheKafka
 
@@ -63,7 +64,14 @@ def kafka(apache_kafka: str) -> str:
     return apache_kafka
 
 
-@pytest.fixture(scope="module", params=["tansu", "apache-kafka"])
+@pytest.fixture(scope="module", params=BROKERS)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """The broker matrix for suites that start brokers of their own: its name."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(scope="module", params=BROKERS)
 def any_broker(request: pytest.FixtureRequest) -> str:
     """The broker matrix: a test taking this runs once on Tansu and once on Apache Kafka."""
     name = "broker" if request.param == "tansu" else "apache_kafka"

@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
+from kafka_support import ApacheKafka
 from prometheus_client.parser import text_string_to_metric_families
 
 from sada.infra import topics
@@ -226,6 +227,34 @@ def start_run(
     if bootstrap is not None:
         argv += ["--bootstrap", bootstrap]
     return SadaProcess(name, argv, env if env is not None else clean_env(**FAST_TIMERS), workdir)
+
+
+# The broker matrix: the integration suites run on each of these.
+BROKERS = ("tansu", "apache-kafka")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+@dataclass
+class KafkaNode:
+    """An Apache Kafka node of a test's own, closed as a ``sada broker`` process is."""
+
+    node: ApacheKafka
+
+    def close(self) -> None:
+        self.node.stop()
+
+
+def start_named_broker(kind: str, workdir: Path) -> tuple[Closable, str]:
+    """A broker of the matrix (``tansu``: ``sada broker``; ``apache-kafka``) for one test."""
+    if kind == "tansu":
+        return start_broker(workdir)
+    if kind == "apache-kafka":
+        node = ApacheKafka(workdir / "apache-kafka").start()
+        return KafkaNode(node), node.bootstrap
+    raise ValueError(f"no broker {kind!r}; one of {BROKERS}")
 
 
 def start_broker(workdir: Path, env: Mapping[str, str] | None = None) -> tuple[SadaProcess, str]:

@@ -3,9 +3,10 @@
 A seeded month of a university's traffic (200 submissions, 20,000 votes with
 re-votes and retractions, acknowledgements, answers, referrals, withdrawals,
 ratings, redeliveries and silence, over four weeks that hold a Jalali holiday
-of the shipped calendar) is published to the input topics of an embedded
-Tansu broker and processed by ``sada run --bootstrap``, with the pipeline
-clock following event time. Then:
+of the shipped calendar) is published to the input topics of a broker
+of the matrix (the embedded Tansu, and Apache Kafka: the module runs once on
+each) and processed by ``sada run --bootstrap``, with the pipeline clock
+following event time. Then:
 
 - every submission's status, unit, level, support, opposition, deadlines and
   full list of escalations equal what ``domain_oracle`` (an independent model
@@ -48,11 +49,12 @@ from domain_oracle import Event as OracleEvent
 from e2e_support import (
     FAST_TIMERS,
     SADA,
+    Closable,
     RawProducer,
     SadaProcess,
     clean_env,
     read_topic,
-    start_broker,
+    start_named_broker,
     start_run,
     wait_for,
     wait_healthy,
@@ -475,10 +477,10 @@ def _pipeline_view(s: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Pipeline:
-    """An embedded broker and ``sada run --bootstrap`` on it, with its own data directory."""
+    """A broker of its own and ``sada run --bootstrap`` on it, with its own data directory."""
 
     workdir: Path
-    broker: SadaProcess
+    broker: Closable
     bootstrap: str
     data_dir: Path
     port: int
@@ -508,8 +510,8 @@ class Pipeline:
         self.broker.close()
 
 
-def start_pipeline(workdir: Path) -> Pipeline:
-    broker, bootstrap = start_broker(workdir)
+def start_pipeline(workdir: Path, kind: str) -> Pipeline:
+    broker, bootstrap = start_named_broker(kind, workdir)
     p = Pipeline(workdir, broker, bootstrap, workdir / "data", free_port())
     p.start_worker()
     return p
@@ -697,9 +699,9 @@ def expected(scenario: Scenario) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(
-    scenario: Scenario, tmp_path_factory: pytest.TempPathFactory
+    scenario: Scenario, broker_kind: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Pipeline, RunResult]]:
-    p = start_pipeline(tmp_path_factory.mktemp("uninterrupted"))
+    p = start_pipeline(tmp_path_factory.mktemp("uninterrupted"), broker_kind)
     try:
         began = time.monotonic()
         producer = RawProducer(p.bootstrap)
@@ -791,6 +793,7 @@ def test_a_worker_killed_mid_stream_ends_with_the_same_decisions(
     scenario: Scenario,
     expected: dict[str, dict[str, Any]],
     uninterrupted: tuple[Pipeline, RunResult],
+    broker_kind: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """SIGKILL mid-stream, integrators publishing on, restart: the same month decided.
@@ -802,7 +805,7 @@ def test_a_worker_killed_mid_stream_ends_with_the_same_decisions(
     """
     _, calm = uninterrupted
     rng = random.Random(7)
-    p = start_pipeline(tmp_path_factory.mktemp("killed"))
+    p = start_pipeline(tmp_path_factory.mktemp("killed"), broker_kind)
     try:
         assert p.worker is not None
         first = rng.randint(len(scenario.published) // 2, len(scenario.published) * 3 // 4)

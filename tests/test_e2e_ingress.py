@@ -1,10 +1,11 @@
 """What integrators publish, through the running pipeline, as they would publish it.
 
-The broker (``sada broker``) and the worker (``sada run --bootstrap``) run as
-separate processes, so the worker can crash and restart while the broker and
-its topics live on, as on a real cluster. Input is written by ordinary Kafka
-clients (confluent-kafka, kafka-python), never through Sada's own SDK; the
-outcome is read from the topics, the tracking API and ``/metrics``.
+The broker (``sada broker``, or Apache Kafka: each test runs on both) and the
+worker (``sada run --bootstrap``) run as separate processes, so the worker can
+crash and restart while the broker and its topics live on, as on a real cluster.
+Input is written by ordinary Kafka clients (confluent-kafka, kafka-python),
+never through Sada's own SDK; the outcome is read from the topics, the
+tracking API and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from e2e_support import (
     metric_sums,
     read_topic,
     settled,
-    start_broker,
+    start_named_broker,
     start_run,
     wait_for,
     wait_healthy,
@@ -85,8 +86,8 @@ def _start_worker(workdir: Path, bootstrap: str, port: int, n: int) -> SadaProce
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
-    broker, bootstrap = start_broker(tmp_path)
+def pipeline(broker_kind: str, tmp_path: Path) -> Iterator[Pipeline]:
+    broker, bootstrap = start_named_broker(broker_kind, tmp_path)
     try:
         port = free_port()
         running = Pipeline(tmp_path, bootstrap, port, _start_worker(tmp_path, bootstrap, port, 1))

@@ -5,7 +5,8 @@ Each example is a fenced block of that section, marked by a preceding
 ``run`` command starts ``sada run`` on the shipped defaults, the ``curl``
 block goes through ``bash``, the Python blocks through the interpreter of this
 virtualenv, as scripts. Only the ports change (9092 and 6066 may be taken on
-the machine running the tests), to free ones.
+the machine running the tests), to free ones. The same examples run against
+Apache Kafka too, with ``sada run --bootstrap`` pointed at it.
 
 Then what the examples published must be in the pipeline: both submissions
 answer on the tracking API, and the vote is counted. Running an example
@@ -35,6 +36,7 @@ from e2e_support import (
     wait_for,
     wait_healthy,
 )
+from kafka_support import ApacheKafka
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -84,6 +86,7 @@ class Setup:
     http_port: int
     blocks: dict[str, str]
     run: SadaProcess
+    broker_kind: str
 
     def localise(self, code: str) -> str:
         return code.replace(f"127.0.0.1:{BROKER_PORT}", f"127.0.0.1:{self.broker_port}").replace(
@@ -120,26 +123,39 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
+def setup(broker_kind: str, tmp_path: Path) -> Iterator[Setup]:
     blocks = examples()
-    broker_port, http_port = free_port(), free_port()
-    command = shlex.split(blocks["run"].replace(BROKER_PORT, str(broker_port)))
+    http_port = free_port()
+    command = shlex.split(blocks["run"])
     assert command[:2] == ["sada", "run"], command
+    node: ApacheKafka | None = None
+    if broker_kind == "tansu":
+        broker_port = free_port()
+        command = shlex.split(blocks["run"].replace(BROKER_PORT, str(broker_port)))
+    else:
+        # The same examples against an Apache Kafka cluster: ``sada run`` is pointed
+        # at it, and the clients' 127.0.0.1:9092 becomes its address.
+        node = ApacheKafka(tmp_path / "apache-kafka").start()
+        broker_port = node.port
+        command = ["sada", "run", "--bootstrap", node.bootstrap]
     # The user's working directory holds ./sada-data; here, the test's own.
     run = SadaProcess(
         "sada-run", [SADA, *command[1:], "--port", str(http_port)], clean_env(), tmp_path
     )
     try:
         wait_healthy(run, http_port)
-        yield Setup(tmp_path, broker_port, http_port, blocks, run)
+        yield Setup(tmp_path, broker_port, http_port, blocks, run, broker_kind)
     finally:
         run.close()
+        if node is not None:
+            node.stop()
 
 
 @pytest.mark.timeout(240)
 def test_publishing_examples_reach_the_pipeline(setup: Setup) -> None:
     # The address the README tells the user to read is the one the clients need.
-    assert f"broker 127.0.0.1:{setup.broker_port} embedded" in setup.run.stdout()
+    if setup.broker_kind == "tansu":
+        assert f"broker 127.0.0.1:{setup.broker_port} embedded" in setup.run.stdout()
 
     printed = json_values(setup.run_example("curl"))
     assert len(printed) == 2, printed

@@ -4,7 +4,8 @@ A new user's first look: ``sada run --demo`` on the defaults (wall clock,
 production timers), free ports, an empty data directory. Within two minutes
 of starting it, the dashboard must show submissions escalated for public
 support and for missed deadlines, and ``sada.escalations`` must carry those
-escalations as valid events.
+escalations as valid events. It runs on the embedded broker, and with
+``--bootstrap`` on Apache Kafka.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from e2e_support import (
     read_topic,
     wait_for,
 )
+from kafka_support import ApacheKafka
 
 from sada.infra import contracts, topics
 
@@ -58,15 +60,17 @@ def page_numbers(port: int) -> dict[str, float]:
 
 
 @pytest.mark.timeout(WITHIN_SECONDS + 60)
-def test_demo_escalates_for_support_and_for_missed_deadlines(tmp_path: Path) -> None:
+def test_demo_escalates_for_support_and_for_missed_deadlines(
+    broker_kind: str, tmp_path: Path
+) -> None:
     port = free_port()
+    node: ApacheKafka | None = None
+    argv = [SADA, "run", "--demo", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
+    if broker_kind == "apache-kafka":
+        node = ApacheKafka(tmp_path / "apache-kafka").start()
+        argv += ["--bootstrap", node.bootstrap]
     started = time.monotonic()
-    run = SadaProcess(
-        "sada-run-demo",
-        [SADA, "run", "--demo", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-        clean_env(),
-        tmp_path,
-    )
+    run = SadaProcess("sada-run-demo", argv, clean_env(), tmp_path)
     try:
         reasons = wait_for(
             lambda: both_kinds_shown(port),
@@ -84,9 +88,12 @@ def test_demo_escalates_for_support_and_for_missed_deadlines(tmp_path: Path) -> 
             assert numbers[f"escalations:reason:{reason}"] >= count, (reason, numbers)
 
         # And the escalations are on sada.escalations, as valid events.
-        found = BROKER.search(run.stdout())
-        assert found is not None, run.output()
-        bootstrap = found[1]
+        if node is None:
+            found = BROKER.search(run.stdout())
+            assert found is not None, run.output()
+            bootstrap = found[1]
+        else:
+            bootstrap = node.bootstrap
 
         def published() -> list[dict[str, Any]] | None:
             events = [
@@ -111,3 +118,5 @@ def test_demo_escalates_for_support_and_for_missed_deadlines(tmp_path: Path) -> 
         assert sum(by_reason[r] for r in OVERDUE) > 0
     finally:
         run.close()
+        if node is not None:
+            node.stop()

@@ -862,7 +862,10 @@ def ledger_size(url: str) -> int:
 def test_replay_from_the_log_and_from_the_archive_rebuilds_the_same_state(
     uninterrupted: tuple[Pipeline, RunResult], tmp_path: Path
 ) -> None:
-    """Auditors rebuild the month from Kafka's log and from the archive: the same bytes."""
+    """Auditors rebuild the month from Kafka's log and from the archive: the same bytes.
+
+    Both in the test's process and with ``sada replay``, on the archive and on the
+    broker's canonical log."""
     p, out = uninterrupted
     rules = Rules.from_config(CONFIG)
     with SqlStore(f"sqlite:///{tmp_path / 'from-log.db'}") as rebuilt:
@@ -885,6 +888,31 @@ def test_replay_from_the_log_and_from_the_archive_rebuilds_the_same_state(
     with SqlStore(into) as rebuilt:
         assert rebuilt.dump() == out.dump
         from_archive = [escalation_event(e) for e in rebuilt.unpublished_escalations(10**6)]
+    # And as an auditor runs it: ``sada replay --source log`` reads the broker's log.
+    from_broker = f"sqlite:///{tmp_path / 'from-broker.db'}"
+    done = subprocess.run(
+        [
+            SADA,
+            "replay",
+            "--source",
+            "log",
+            "--bootstrap",
+            p.bootstrap,
+            "--database",
+            p.url,
+            "--into",
+            from_broker,
+            "--verify",
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "row for row" in done.stdout
+    with SqlStore(from_broker) as rebuilt:
+        assert rebuilt.dump() == out.dump
     published = {e["id"]: e for e in out.escalations}
     assert {e["id"]: e for e in from_log} == published
     assert {e["id"]: e for e in from_archive} == published

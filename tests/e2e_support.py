@@ -423,11 +423,20 @@ def decided(http_port: int) -> bool:
 
 
 class RawProducer:
-    """A plain kafka-python producer: bytes to the topic the test names, as any client does."""
+    """A plain kafka-python producer: bytes to the topic the test names, as any client does.
+
+    One request in flight, as an integrator that keeps its events in order sets it:
+    with several, a batch retried after a broker restart lands behind later ones, and
+    its events arrive after their partition's time has passed them (late, rightly).
+    """
 
     def __init__(self, bootstrap: str) -> None:
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=5,
+            max_request_size=4 * 1024 * 1024,
+            max_in_flight_requests_per_connection=1,
         )
         self._pending: list[Any] = []
 

@@ -30,9 +30,14 @@ What a request goes through, in order:
    known to the config). A missing ``datacontenttype`` or ``dataschema`` is
    filled; everything else must be given. Valid events are pseudonymised
    (when ``SADA_PSEUDONYM_KEY`` is set) and published to their input topic;
-   invalid ones are not published. The answer is 202 with one result per
-   event, even if all were rejected. A Kafka failure is 503: retrying the
-   request is safe, because ingress absorbs an event sent twice (same
+   invalid ones are not published;
+6. each valid event is judged (:mod:`~sada.producers.outcomes`): ``duplicate``
+   (published before, or earlier in the request: not published again),
+   ``pending`` (published, but it waits for its submission, so its fate is
+   decided later; ``GET /api/v1/events/{id}?source=…`` tells it) or
+   ``accepted``. The answer is 202 with one result per event, even if all were
+   rejected, and the count of each result. A Kafka failure is 503: retrying
+   the request is safe, because ingress absorbs an event sent twice (same
    ``source`` and ``id``).
 """
 
@@ -53,11 +58,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiokafka import AIOKafkaProducer
 
 from sada.infra import contracts
+from sada.infra.gateway_metrics import GatewayMetrics
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config, Integrator
 from sada.pipeline.domain.errors import EventRejectedError
 from sada.pipeline.domain.ingress import check_not_ahead, check_references
 from sada.pipeline.domain.reasons import Reason
+from sada.pipeline.domain.vocabulary import GATEWAY_RESULTS
+from sada.producers.outcomes import Candidate, Lookup, Outcomes
 from sada.producers.privacy import Pseudonymizer
 from sada.producers.requests import (
     BodyItem,
@@ -90,6 +98,7 @@ class Checked:
     topic: str
     key: bytes
     value: bytes
+    candidate: Candidate
 
 
 class EventChecker:
@@ -130,7 +139,10 @@ class EventChecker:
             event = self.pseudonymizer.apply(event)
         topic, key, value = encode_event(event)
         self._check_size(value)
-        return Checked(topic, key, value)
+        candidate = Candidate(
+            event["source"], event["id"], event["type"], event["data"]["submission_id"]
+        )
+        return Checked(topic, key, value, candidate)
 
     def _check_size(self, value: bytes) -> None:
         if len(value) > self.max_event_bytes:
@@ -148,10 +160,20 @@ class BrokerUnavailableError(Exception):
 
 
 class Gateway:
-    """The state behind ``POST /api/v1/events``: keys, buckets and one Kafka producer."""
+    """The state behind ``POST /api/v1/events``: keys, buckets, what was published, and
+    one Kafka producer."""
 
-    def __init__(self, settings: Settings, config: Config, bootstrap: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: Config,
+        bootstrap: str,
+        lookup: Lookup | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
+        self.outcomes = Outcomes(lookup)
+        self.metrics = metrics
         self.keys = KeyRing(config.integrators)
         key = settings.pseudonym_key
         self.checker = EventChecker(
@@ -233,18 +255,24 @@ class Gateway:
             )
 
         results: list[dict[str, Any]] = []
-        to_send: list[Checked] = []
+        valid: list[tuple[dict[str, Any], Checked]] = []
         for item in items:
             result: dict[str, Any] = {"index": item.index, "id": event_id_of(item.value)}
             if item.line is not None:
                 result["line"] = item.line
             try:
-                to_send.append(self.checker.check(item))
+                valid.append((result, self.checker.check(item)))
             except EventRejectedError as e:
                 result.update(status="rejected", reason=str(e.reason), detail=e.detail)
-            else:
-                result["status"] = "accepted"
             results.append(result)
+        verdicts = await self.outcomes.judge([checked.candidate for _, checked in valid])
+        to_send: list[Checked] = []
+        for (result, checked), verdict in zip(valid, verdicts, strict=True):
+            result["status"] = verdict.result
+            if verdict.detail is not None:
+                result["detail"] = verdict.detail
+            if verdict.result != "duplicate":
+                to_send.append(checked)
 
         if to_send:
             try:
@@ -257,16 +285,19 @@ class Gateway:
                     f"Kafka did not take the events ({e}); some may have been published. "
                     "Retry the request: events already published are absorbed as duplicates",
                 )
-        accepted = len(to_send)
+            self.outcomes.remember(checked.candidate for checked in to_send)
+        counts: dict[str, int] = dict.fromkeys(GATEWAY_RESULTS, 0)
+        for result in results:
+            counts[result["status"]] += 1
+        if self.metrics is not None:
+            for r, n in counts.items():
+                self.metrics.answered(r, n)
         log.info(
-            "integrator %s: %d accepted, %d rejected",
+            "integrator %s: %s",
             integrator.id,
-            accepted,
-            len(items) - accepted,
+            ", ".join(f"{n} {r}" for r, n in counts.items()),
         )
-        return _json(
-            202, {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
-        )
+        return _json(202, {**counts, "results": results})
 
     def _bucket(self, integrator: Integrator) -> TokenBucket:
         bucket = self._buckets.get(integrator.id)
@@ -321,14 +352,22 @@ class Gateway:
             await _stop_quietly(producer)
 
 
-def routes(settings: Settings, config: Config, bootstrap: str) -> Callable[[web.Application], None]:
+def routes(
+    settings: Settings,
+    config: Config,
+    bootstrap: str,
+    lookup: Lookup | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> Callable[[web.Application], None]:
     """The installer of ``POST /api/v1/events`` for :func:`sada.infra.http.build_app`.
 
-    The Kafka producer starts with the first request that has something to
-    publish, on the application's event loop, and stops on the application's
-    cleanup.
+    ``lookup`` is the store read to tell duplicates and pending events (without
+    it only what this gateway published counts: see :mod:`~sada.producers.outcomes`);
+    ``metrics`` counts each event's result. The Kafka producer starts with the
+    first request that has something to publish, on the application's event
+    loop, and stops on the application's cleanup.
     """
-    return Gateway(settings, config, bootstrap).install
+    return Gateway(settings, config, bootstrap, lookup, metrics).install
 
 
 # -- helpers -----------------------------------------------------------------------

@@ -43,11 +43,12 @@ EXPECTED: dict[str, frozenset[str]] = {
     "sada_webhook_failed_attempts_total": frozenset({"endpoint"}),
     "sada_webhook_attempt_seconds": frozenset({"endpoint"}),
     "sada_webhook_oldest_undelivered_seconds": frozenset({"endpoint"}),
+    "sada_gateway_events_total": frozenset({"result"}),
 }
 BOUNDED_LABELS = frozenset(
     {
         *("type", "channel", "reason", "unit", "kind", "level", "status", "stage", "topic"),
-        *("version", "outcome", "clock", "endpoint"),
+        *("version", "outcome", "clock", "endpoint", "result"),
     }
 )
 
@@ -156,6 +157,7 @@ def test_no_label_value_comes_from_outside_its_bounded_set(
     metrics.first_response("praise", 2.0)
     metrics.resolved(None, 2.0)
     metrics.satisfaction(person, 5)
+    metrics.gateway.answered(person)
     families = scrape(registry)
 
     values = {
@@ -174,6 +176,7 @@ def test_no_label_value_comes_from_outside_its_bounded_set(
         families, "sada_events_rejected_total", type="sada.vote.cast", reason="unknown"
     ) == pytest.approx(1)
     assert value(families, "sada_dlq_records_total", reason="unknown") == pytest.approx(1)
+    assert value(families, "sada_gateway_events_total", result="unknown") == pytest.approx(1)
     assert value(families, "sada_escalations_total", level="2", reason="unknown") == pytest.approx(
         1
     )

@@ -6,6 +6,7 @@ in log order, escalations in level order.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -14,6 +15,8 @@ from sada.consumers.store.base import StoreBase
 from sada.consumers.store.joins import RESPONSE_EVENT, RESPONSE_LOG_ORDER
 from sada.consumers.store.rows import time_text
 from sada.consumers.tables import escalations, events, rejections, responses, submissions
+
+_CHUNK = 500  # ids per IN list, well under every driver's bound on parameters
 
 
 class AuthorView(StoreBase):
@@ -86,6 +89,23 @@ class AuthorView(StoreBase):
                 for e in es
             ],
         }
+
+    def known_submissions(self, ids: Iterable[str]) -> set[str]:
+        """Those of the submission ids ``ids`` the read model has (the gateway's question:
+        may an event about it take effect at once, or must it wait for its submission?)."""
+        wanted = list(dict.fromkeys(ids))
+        out: set[str] = set()
+        with self._reading("looking up submissions") as conn:
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                out.update(
+                    conn.scalars(
+                        select(submissions.c.submission_id).where(
+                            submissions.c.submission_id.in_(chunk)
+                        )
+                    )
+                )
+        return out
 
     def event_outcome(self, source: str, event_id: str) -> dict[str, Any] | None:
         """What became of the event ``source`` + ``id``: taken effect (late or not), or

@@ -62,6 +62,11 @@ ESCALATION_REASONS: tuple[str, ...] = _enum(
 SlaStatus = Literal["on_time", "at_risk", "overdue"]
 SLA_STATUSES: tuple[SlaStatus, ...] = get_args(SlaStatus)
 REJECTION_REASONS: tuple[str, ...] = tuple(sorted(r.value for r in Reason))
+# What the HTTP gateway answers for one event of a request (its answer's counts and
+# its metric's label): published and taken, already published, published with its
+# fate decided later (it waits for its submission), or refused with a reason.
+GatewayResult = Literal["accepted", "duplicate", "pending", "rejected"]
+GATEWAY_RESULTS: tuple[GatewayResult, ...] = get_args(GatewayResult)
 
 # Response kinds that close a submission.
 CLOSING_RESPONSES: frozenset[str] = frozenset({"answer", "resolution", "rejection"})

@@ -20,6 +20,7 @@ KINDS: frozenset[str] = frozenset(vocabulary.SUBMISSION_KINDS)
 REJECTION_REASONS: frozenset[str] = frozenset(vocabulary.REJECTION_REASONS)
 ESCALATION_REASONS: frozenset[str] = frozenset(vocabulary.ESCALATION_REASONS)
 STATUSES: frozenset[str] = frozenset(vocabulary.SLA_STATUSES)
+GATEWAY_RESULTS: frozenset[str] = frozenset(vocabulary.GATEWAY_RESULTS)
 # Levels 0..5 are exported as themselves; 6 and above share one series.
 LEVEL_CAP = 6
 LEVEL_CAPPED = f"{LEVEL_CAP}+"

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sada import __version__
+from sada.infra.gateway_metrics import GatewayMetrics
 from sada.infra.metric_labels import (
     CHANNELS,
     DEFAULT_STAGES,
@@ -97,6 +98,7 @@ LABELS: Mapping[str, frozenset[str]] = {
     "sada_worker_up": frozenset({"stage"}),
     "sada_snapshot_errors_total": frozenset(),
     "sada_build_info": frozenset({"version"}),
+    "sada_gateway_events_total": frozenset({"result"}),
 } | WEBHOOK_LABELS
 """Every metric family as queried in PromQL (counters with ``_total``) and its label names."""
 
@@ -124,10 +126,9 @@ def _duration(value: float) -> float | None:
 class Snapshot:
     """State read from the pipeline at scrape time; keys are clamped when exported.
 
-    ``open_submissions`` is keyed by (unit, kind, status) with status one of
-    on_time|at_risk|overdue; ``closed_submissions`` by (unit, kind);
-    ``consumer_lag`` by (stage, topic). ``pipeline_clock_seconds`` is the
-    event-time clock in unix seconds, ``None`` before it has started.
+    ``open_submissions`` is keyed by (unit, kind, status: on_time|at_risk|overdue),
+    ``closed_submissions`` by (unit, kind), ``consumer_lag`` by (stage, topic);
+    ``pipeline_clock_seconds`` is the event clock in unix seconds, None before it starts.
     """
 
     open_submissions: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
@@ -391,6 +392,7 @@ class Metrics:
         )
         self._build_info.labels(version=version).set(1)
         self.webhooks = WebhookMetrics(registry)
+        self.gateway = GatewayMetrics(registry)
 
         self._snapshot = _SnapshotCollector(self.clamp_unit, self.clamp_stage, self.clamp_topic)
         registry.register(self._snapshot)

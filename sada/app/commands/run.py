@@ -220,7 +220,7 @@ async def _serve(
     delivering = asyncio.create_task(deliverer.run())
     notary = worker.notary
     routes = [
-        gateway_routes(settings, config, bootstrap),
+        gateway_routes(settings, config, bootstrap, store, metrics.gateway),
         dashboard_routes(worker),
         audit_routes(store, None if notary is None else notary.sign_now),
         queue_routes(worker.store, worker.config),

@@ -6,6 +6,10 @@ on a free port, in a thread with its own event loop; requests are plain
 accepts must be on the input topics; what it refuses must not be; every
 refusal has its documented status and reason; no body, however broken, gets
 a 500.
+
+The gateway runs here without a store, so it tells duplicates and pending
+events by what it published itself (the answers with a store, and how they
+end, are in ``test_gateway_outcomes.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,9 +36,11 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sada.infra import contracts, topics
+from sada.infra.gateway_metrics import GatewayMetrics
 from sada.infra.http import build_app
 from sada.infra.reading import partitions_of
 from sada.infra.settings import Settings
@@ -46,6 +53,7 @@ from sada.producers.privacy import is_pseudonym
 pytestmark = pytest.mark.broker
 
 PATH = "/api/v1/events"
+RESULTS = ("accepted", "duplicate", "pending", "rejected")
 SOURCE = "/integrations/test-bot"
 BOT_KEY = f"bot-{uuid.uuid4().hex}"
 DESK_KEY = f"desk-{uuid.uuid4().hex}"
@@ -108,6 +116,7 @@ class Reply:
 @dataclass(frozen=True)
 class Server:
     port: int
+    registry: CollectorRegistry
 
     def post(
         self,
@@ -137,6 +146,17 @@ class Server:
     def post_json(self, value: Any, **kwargs: Any) -> Reply:
         return self.post(json.dumps(value, ensure_ascii=False).encode(), **kwargs)
 
+    def counted(self) -> dict[str, float]:
+        """``sada_gateway_events_total`` by result, as scraped."""
+        text = generate_latest(self.registry).decode()
+        return {
+            s.labels["result"]: s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "sada_gateway_events"
+            for s in family.samples
+            if s.name == "sada_gateway_events_total"
+        }
+
 
 @contextmanager
 def serve(bootstrap: str, settings: Settings | None = None) -> Iterator[Server]:
@@ -144,12 +164,9 @@ def serve(bootstrap: str, settings: Settings | None = None) -> Iterator[Server]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    app = build_app(
-        worker=None,
-        store=None,
-        registry=CollectorRegistry(),
-        extra_routes=[routes(settings or Settings(), CONFIG, bootstrap)],
-    )
+    registry = CollectorRegistry()
+    gateway = routes(settings or Settings(), CONFIG, bootstrap, None, GatewayMetrics(registry))
+    app = build_app(worker=None, store=None, registry=registry, extra_routes=[gateway])
     runner = web.AppRunner(app, access_log=None)
 
     async def start() -> int:
@@ -160,7 +177,7 @@ def serve(bootstrap: str, settings: Settings | None = None) -> Iterator[Server]:
 
     try:
         port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
-        yield Server(port)
+        yield Server(port, registry)
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
@@ -232,11 +249,25 @@ def published(bootstrap: str, topic: str, *ids: str) -> dict[str, tuple[bytes, d
 def ids_before(bootstrap: str, topic: str, marker: str) -> set[str]:
     """Event ids on ``topic`` once ``marker`` is there; an earlier event of the same
     submission (same key, same partition) that is missing here was never published."""
+    return set(copies_before(bootstrap, topic, marker))
+
+
+def copies_before(bootstrap: str, topic: str, marker: str) -> Counter[str]:
+    """How many times each event id is on ``topic``, once ``marker`` is there (as for
+    :func:`ids_before`: what a submission's earlier requests published is before it)."""
 
     def done(records: list[Any]) -> bool:
         return marker in event_ids(records)
 
-    return set(event_ids(asyncio.run(_scan(bootstrap, topic, done, 20.0))))
+    copies: Counter[str] = Counter()
+    for r in asyncio.run(_scan(bootstrap, topic, done, 20.0)):
+        try:
+            value = orjson.loads(r.value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("id"), str):
+            copies[value["id"]] += 1
+    return copies
 
 
 # -- events --------------------------------------------------------------------------
@@ -372,11 +403,75 @@ def test_missing_dataschema_and_datacontenttype_are_filled(kafka: str, server: S
     assert value["datacontenttype"] == "application/json"
 
 
-def test_replayed_request_is_accepted_again(kafka: str, server: Server) -> None:
-    batch = [created()]
-    assert server.post_json(batch).status == 202
-    again = server.post_json(batch)
-    assert (again.status, again.body["accepted"]) == (202, 1)
+def test_a_resent_event_is_a_duplicate_and_published_once(kafka: str, server: Server) -> None:
+    sub = created()
+    sid = sub["subject"]
+    vote = cast(sid)
+    first = server.post_json([sub, vote])
+    assert statuses(first) == [("accepted", None), ("accepted", None)]
+
+    again = server.post_json([sub, vote, vote])
+
+    assert again.status == 202
+    assert [r["status"] for r in again.body["results"]] == ["duplicate"] * 3
+    counts = {k: again.body[k] for k in ("accepted", "duplicate", "pending", "rejected")}
+    assert counts == {"accepted": 0, "duplicate": 3, "pending": 0, "rejected": 0}
+    path = f"/api/v1/events/{sub['id']}?source=%2Fintegrations%2Ftest-bot"
+    assert path in again.body["results"][0]["detail"]
+    assert "earlier in this request" in again.body["results"][2]["detail"]
+    later_vote, marker = cast(sid, "stu-9"), withdrawn(sid)
+    later = server.post_json([later_vote, marker])
+    assert statuses(later) == [("accepted", None), ("accepted", None)]
+    # Each was published once: the copies were not sent again.
+    assert copies_before(kafka, topics.SUBMISSIONS, marker["id"])[sub["id"]] == 1
+    assert copies_before(kafka, topics.VOTES, later_vote["id"])[vote["id"]] == 1
+
+
+def test_duplicates_within_one_request_are_published_once(kafka: str, server: Server) -> None:
+    sub = created()
+    marker = withdrawn(sub["subject"])
+    reply = server.post_json([sub, sub, marker])
+    assert statuses(reply) == [("accepted", None), ("duplicate", None), ("accepted", None)]
+    assert (reply.body["accepted"], reply.body["duplicate"]) == (2, 1)
+    assert copies_before(kafka, topics.SUBMISSIONS, marker["id"])[sub["id"]] == 1
+
+
+def test_an_event_whose_submission_is_not_known_is_pending(kafka: str, server: Server) -> None:
+    sid = new_id("sub")
+    orphan = cast(sid)
+    reply = server.post_json([orphan, created(sid), cast(sid, "stu-2")])
+    # The vote before the creation waits for it; the vote after it does not.
+    assert statuses(reply) == [("pending", None), ("accepted", None), ("accepted", None)]
+    detail = reply.body["results"][0]["detail"]
+    assert repr(sid) in detail and f"/api/v1/events/{orphan['id']}?source=" in detail
+    assert (reply.body["accepted"], reply.body["pending"]) == (2, 1)
+    # Pending events are published: their fate is decided downstream.
+    published(kafka, topics.VOTES, orphan["id"])
+    # A submission created through this gateway earlier is known to it.
+    later = server.post_json(retracted(sid))
+    assert statuses(later) == [("accepted", None)]
+
+
+def test_every_event_is_counted_once_by_its_result(kafka: str) -> None:
+    sid = new_id("sub")
+    bad = cast(sid)
+    bad["data"]["stance"] = "maybe"
+    sub = created(sid)
+    with serve(kafka) as s:
+        first = s.post_json([cast(sid, "stu-1"), sub, sub, bad, cast(sid, "stu-2")])
+        second = s.post_json([sub, cast(sid, "stu-3")])
+        refused = s.post(b"[not json")
+        counted = s.counted()
+    assert [r["status"] for r in first.body["results"]] == [
+        "pending",
+        "accepted",
+        "duplicate",
+        "rejected",
+        "accepted",
+    ]
+    assert refused.status == 400
+    assert counted == {"accepted": 3.0, "duplicate": 2.0, "pending": 1.0, "rejected": 1.0}
+    assert sum(counted.values()) == len(first.body["results"]) + len(second.body["results"])
 
 
 # -- rejected events -------------------------------------------------------------------
@@ -427,7 +522,8 @@ def test_referral_needs_a_known_target_unit(kafka: str, server: Server) -> None:
     to_known = response(sid, kind="referral", referred_to_unit_id="univ")
     to_unknown = response(sid, kind="referral", referred_to_unit_id="univ.nowhere")
     reply = server.post_json([to_known, to_unknown], key=DESK_KEY)
-    assert statuses(reply) == [("accepted", None), ("rejected", "unknown_unit")]
+    # Pending: the gateway has not seen the submission these respond to.
+    assert statuses(reply) == [("pending", None), ("rejected", "unknown_unit")]
     published(kafka, topics.RESPONSES, to_known["id"])
 
 
@@ -439,8 +535,8 @@ def test_an_event_over_the_size_limit_is_rejected_alone(kafka: str) -> None:
     with serve(kafka, small) as s:
         reply = s.post_json([big, cast(sid)])
         line = s.post(ndjson(cast(sid), big), content_type="application/x-ndjson")
-    assert statuses(reply) == [("rejected", "too_large"), ("accepted", None)]
-    assert statuses(line) == [("accepted", None), ("rejected", "too_large")]
+    assert statuses(reply) == [("rejected", "too_large"), ("pending", None)]
+    assert statuses(line) == [("pending", None), ("rejected", "too_large")]
 
 
 def test_all_rejected_is_still_202_and_needs_no_broker(free_port: int) -> None:
@@ -449,7 +545,8 @@ def test_all_rejected_is_still_202_and_needs_no_broker(free_port: int) -> None:
     with serve(f"127.0.0.1:{free_port}") as s:
         reply = s.post_json([bad, bad])
     assert reply.status == 202
-    assert (reply.body["accepted"], reply.body["rejected"]) == (0, 2)
+    counts = [reply.body[k] for k in ("accepted", "duplicate", "pending", "rejected")]
+    assert counts == [0, 0, 0, 2]
 
 
 # -- refused requests --------------------------------------------------------------------
@@ -500,7 +597,7 @@ def test_batch_over_the_limit_is_400(server: Server) -> None:
     lines = server.post(ndjson(*batch), content_type="application/x-ndjson")
     assert (lines.status, lines.body["error"]) == (400, "batch_too_large")
     at_limit = server.post_json(batch[:MAX_BATCH])
-    assert (at_limit.status, at_limit.body["accepted"]) == (202, MAX_BATCH)
+    assert (at_limit.status, at_limit.body["pending"]) == (202, MAX_BATCH)
 
 
 def test_missing_or_unknown_key_is_401(server: Server) -> None:
@@ -581,7 +678,7 @@ def test_rate_limit_is_429_with_retry_after(server: Server) -> None:
     sid = new_id("sub")
     batch = [cast(sid, f"v-{i}", source="/integrations/slow") for i in range(20)]
     first = server.post_json(batch, key=SLOW_KEY)
-    assert (first.status, first.body["accepted"]) == (202, 20)
+    assert (first.status, first.body["pending"]) == (202, 20)
     refused = server.post_json(cast(sid, source="/integrations/slow"), key=SLOW_KEY)
     assert refused.status == 429
     assert refused.body["error"] == "rate_limited"
@@ -713,9 +810,11 @@ def test_no_body_gets_a_500(server: Server, case: tuple[bytes, str, int | None])
     assert isinstance(reply.body, dict)
     if reply.status == 202:
         results = reply.body["results"]
-        assert reply.body["accepted"] + reply.body["rejected"] == len(results)
-        assert reply.body["accepted"] == sum(r["status"] == "accepted" for r in results)
-        hypothesis.event("some accepted" if reply.body["accepted"] else "none accepted")
+        counts = Counter(r["status"] for r in results)
+        assert set(counts) <= set(RESULTS)
+        assert {r: reply.body[r] for r in RESULTS} == {r: counts[r] for r in RESULTS}
+        for r in RESULTS:
+            hypothesis.event(f"some {r}" if counts[r] else f"none {r}")
         if count is not None:
             assert len(results) == count
     else:

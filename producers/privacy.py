@@ -1,4 +1,4 @@
-"""Pseudonymous person ids: a keyed hash of ``author.id`` and ``voter_id`` before publication.
+"""Pseudonymous person ids: a keyed hash of ``author.id``, ``voter_id`` and ``follower_id``.
 
 Under the deployment's pseudonym key (``SADA_PSEUDONYM_KEY``, or the one
 the embedded default keeps in its data directory: see
@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 PREFIX = "p:"
+# The data fields that name a person directly (the author is nested: ``author.id``).
+_PERSON_FIELDS = ("voter_id", "follower_id")
 _PSEUDONYM = re.compile(r"p:[0-9a-f]{64}")
 
 
@@ -50,7 +52,7 @@ class Pseudonymizer:
         return PREFIX + digest
 
     def apply(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of ``event`` with ``data.author.id`` and ``data.voter_id`` pseudonymised.
+        """A copy of ``event`` with ``data.author.id``, ``data.voter_id`` and ``data.follower_id`` pseudonymised.
 
         Apply it to an event that has passed validation: a malformed id (with
         spaces, too long) would otherwise come out as a well-formed pseudonym
@@ -62,9 +64,10 @@ class Pseudonymizer:
         if not isinstance(data, Mapping):
             return out
         data = dict(data)
-        voter = data.get("voter_id")
-        if isinstance(voter, str):
-            data["voter_id"] = self.pseudonym(voter)
+        for name in _PERSON_FIELDS:
+            value = data.get(name)
+            if isinstance(value, str):
+                data[name] = self.pseudonym(value)
         author = data.get("author")
         if isinstance(author, Mapping) and isinstance(author.get("id"), str):
             data["author"] = {**author, "id": self.pseudonym(author["id"])}
@@ -73,7 +76,7 @@ class Pseudonymizer:
 
 
 def pseudonymize_event(ce: Mapping[str, Any], key: bytes | str) -> dict[str, Any]:
-    """``ce`` with its person ids (``data.author.id``, ``data.voter_id``) keyed-hashed.
+    """``ce`` with its person ids (``data.author.id``, ``data.voter_id``, ``data.follower_id``) keyed-hashed.
 
     The one function for every way in (the gateway, the SDK, events read from
     Kafka by ingress): pure, idempotent (a pseudonym stays as it is), and the

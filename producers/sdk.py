@@ -36,6 +36,8 @@ from sada.pipeline.domain.model import (
     RESPONSE_POSTED,
     SATISFACTION_RATED,
     SUBMISSION_CREATED,
+    SUBMISSION_FOLLOWED,
+    SUBMISSION_UNFOLLOWED,
     SUBMISSION_WITHDRAWN,
     VOTE_CAST,
     VOTE_RETRACTED,
@@ -278,6 +280,20 @@ class SadaProducer:
         """Retract a voter's vote."""
         data = {"submission_id": submission_id, "voter_id": voter_id}
         return self._build_and_send(VOTE_RETRACTED, data, time, event_id)
+
+    def follow(
+        self,
+        submission_id: str,
+        follower_id: str,
+        *,
+        on: bool = True,
+        time: datetime | None = None,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Follow a submission (``on=False``: stop following it, support vote or not)."""
+        data = {"submission_id": submission_id, "follower_id": follower_id}
+        type_ = SUBMISSION_FOLLOWED if on else SUBMISSION_UNFOLLOWED
+        return self._build_and_send(type_, data, time, event_id)
 
     def respond(
         self,

@@ -40,6 +40,13 @@ class Vote:
 
 
 @dataclass(frozen=True)
+class Follow:
+    key: str
+    person: str
+    on: bool  # followed (True) or unfollowed (False)
+
+
+@dataclass(frozen=True)
 class Respond:
     key: str
     unit: str
@@ -58,7 +65,7 @@ class Rate:
     rating: int
 
 
-Event = Create | Vote | Respond | Withdraw | Rate
+Event = Create | Vote | Follow | Respond | Withdraw | Rate
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,9 @@ class Outcome:
     first_response_overdue: bool = False
     resolution_overdue: bool = False
     escalations: list[Escalation] = field(default_factory=list)
+    # Who follows it besides its author: whoever last followed it or voted support,
+    # unless they unfollowed it or changed their stance since.
+    followers: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -236,8 +246,17 @@ class Submission:
             if event.stance is not None:
                 self.stances[event.voter] = event.stance
             if before != event.stance:
+                if event.stance == "support":
+                    o.followers.add(event.voter)
+                else:
+                    o.followers.discard(event.voter)
                 o.support = sum(1 for s in self.stances.values() if s == "support")
                 o.oppose = sum(1 for s in self.stances.values() if s == "oppose")
+        elif isinstance(event, Follow):
+            if event.on:
+                o.followers.add(event.person)
+            else:
+                o.followers.discard(event.person)
         elif isinstance(event, Respond):
             if o.status != "open" or event.unit != o.unit:
                 return

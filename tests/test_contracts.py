@@ -128,6 +128,8 @@ def test_topics_of_types_follow_the_contract() -> None:
         "sada.submission.withdrawn": "sada.submissions",
         "sada.vote.cast": "sada.votes",
         "sada.vote.retracted": "sada.votes",
+        "sada.submission.followed": "sada.votes",
+        "sada.submission.unfollowed": "sada.votes",
         "sada.response.posted": "sada.responses",
         "sada.satisfaction.rated": "sada.responses",
         "sada.submission.escalated": "sada.escalations",

@@ -1,7 +1,8 @@
 """Random histories: the fold agrees with the reference model, and delivery is exactly-once.
 
 Each example is a history of a few submissions of the demo university:
-creations, votes (re-votes and retractions from a small pool of voters),
+creations, votes (re-votes and retractions from a small pool of voters), follows
+and unfollows by the same pool,
 responses from the unit holding the submission or from another one,
 referrals, withdrawals, ratings, late events and ticks, separated by gaps of
 minutes to weeks. It is written as canonical-log records in time order, then:
@@ -32,6 +33,7 @@ from domain_oracle import (
     Create,
     Escalation,
     Event,
+    Follow,
     Model,
     Outcome,
     Rate,
@@ -117,7 +119,9 @@ responses = st.tuples(
 addressed = st.one_of(st.just("univ"), st.sampled_from(UNITS))
 # Each action's share of the steps, in percent.
 ACTIONS: list[tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = [
-    (40, st.tuples(st.just("vote"), st.sampled_from(VOTERS), st.just("support"))),
+    (34, st.tuples(st.just("vote"), st.sampled_from(VOTERS), st.just("support"))),
+    (3, st.tuples(st.just("follow"), st.sampled_from(VOTERS), st.just(True))),
+    (3, st.tuples(st.just("follow"), st.sampled_from(VOTERS), st.just(False))),
     (10, st.tuples(st.just("vote"), st.sampled_from(VOTERS), st.just("oppose"))),
     (10, st.tuples(st.just("retract"), st.sampled_from(VOTERS))),
     (20, responses),
@@ -224,6 +228,10 @@ def materialize(
             case ("retract", voter):
                 data = {"voter_id": voter}
                 emit(sid, "sada.vote.retracted", "sada.votes", data, Vote(key, voter, None), late)
+            case ("follow", person, on):
+                data = {"follower_id": person}
+                type_ = "sada.submission.followed" if on else "sada.submission.unfollowed"
+                emit(sid, type_, "sada.votes", data, Follow(key, person, on), late)
             case ("respond", from_holder, other, kind, target):
                 sub.run_clock(t)
                 unit = sub.out.unit if from_holder else other
@@ -362,6 +370,19 @@ def _states(store: MemoryStore) -> dict[str, SubmissionState]:
     return {sid: state for sid, (_, state) in store.states.items()}
 
 
+def _followers(store: MemoryStore) -> dict[str, set[str]]:
+    """Each created submission's followers other than its author."""
+    return {
+        sid: {r for r in store.follows.get(sid, {}) if r.startswith("follower:")}
+        for sid in store.states
+    }
+
+
+def _told(store: MemoryStore) -> dict[str, Any]:
+    """Who was told what, whatever batch each notification was decided in."""
+    return {nid: entry[3] for nid, entry in store.notifications.items()}
+
+
 def _with_duplicates(entries: list[Entry], data: st.DataObject) -> tuple[list[Entry], int]:
     """Copies of earlier event records (same CloudEvent) placed later in the log."""
     out = list(entries)
@@ -420,6 +441,12 @@ def test_projector_delivery_is_exactly_once_and_replay_is_equal(
     assert [e.event_id for e in emitted] == [e.event_id for e in clean.escalations]
     assert store.escalations == clean.store.escalations
     assert store.votes == clean.store.votes
+    # Who follows each submission is the reference model's, however the log was batched.
+    assert _followers(clean.store) == {
+        sid: {f"follower:{p}" for p in o.followers} for sid, o in history.expected.items()
+    }
+    assert store.follows == clean.store.follows
+    assert _told(store) == _told(clean.store)
 
     # (c) A fresh projector replaying the same log decides the same, bit for bit.
     replay = _project_once(log)
@@ -427,3 +454,5 @@ def test_projector_delivery_is_exactly_once_and_replay_is_equal(
     assert replay.escalations == emitted
     assert replay.store.events == store.events
     assert replay.store.archive == store.archive
+    assert replay.store.follows == store.follows
+    assert _told(replay.store) == _told(store)

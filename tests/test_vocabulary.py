@@ -69,6 +69,8 @@ def test_event_types_are_one_set_everywhere() -> None:
         model.RESPONSE_POSTED,
         model.SATISFACTION_RATED,
         model.SUBMISSION_ESCALATED,
+        model.SUBMISSION_FOLLOWED,
+        model.SUBMISSION_UNFOLLOWED,
     }
     assert names == types
 

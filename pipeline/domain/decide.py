@@ -26,6 +26,7 @@ from sada.pipeline.domain.model import (
     CLOSING_RESPONSES,
     DomainEvent,
     Escalated,
+    FollowChanged,
     EscalationReason,
     ResponsePosted,
     SatisfactionRated,
@@ -118,6 +119,10 @@ def apply(
         return Decision(None, effective=False, note="unknown submission")
     if isinstance(event, ResponsePosted):
         return _respond(state, event, at, rules)
+    if isinstance(event, FollowChanged):
+        # Who follows is the projector's business (its follow changes), not the state's;
+        # a closed or withdrawn submission may still be followed, to hear of nothing more.
+        return Decision(state)
     if isinstance(event, SatisfactionRated):
         if state.satisfaction == event.rating:
             return Decision(state, effective=False, note="same rating")

@@ -38,10 +38,13 @@ from sada.pipeline.domain.model import (
     RESPONSE_POSTED,
     SATISFACTION_RATED,
     SUBMISSION_CREATED,
+    SUBMISSION_FOLLOWED,
+    SUBMISSION_UNFOLLOWED,
     SUBMISSION_WITHDRAWN,
     VOTE_CAST,
     VOTE_RETRACTED,
     DomainEvent,
+    FollowChanged,
     ResponsePosted,
     SatisfactionRated,
     SubmissionCreated,
@@ -246,4 +249,6 @@ def to_domain(ce: Mapping[str, Any], time: datetime | None = None) -> DomainEven
         return SatisfactionRated(key, time, sid, int(d["rating"]))
     if t == SUBMISSION_WITHDRAWN:
         return SubmissionWithdrawn(key, time, sid)
+    if t == SUBMISSION_FOLLOWED or t == SUBMISSION_UNFOLLOWED:
+        return FollowChanged(key, time, sid, d["follower_id"], t == SUBMISSION_FOLLOWED)
     raise ValueError(f"not an input event type: {t!r}")

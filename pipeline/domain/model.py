@@ -17,6 +17,8 @@ from sada.pipeline.domain.vocabulary import RESPONSE_POSTED as RESPONSE_POSTED
 from sada.pipeline.domain.vocabulary import SATISFACTION_RATED as SATISFACTION_RATED
 from sada.pipeline.domain.vocabulary import SUBMISSION_CREATED as SUBMISSION_CREATED
 from sada.pipeline.domain.vocabulary import SUBMISSION_ESCALATED as SUBMISSION_ESCALATED
+from sada.pipeline.domain.vocabulary import SUBMISSION_FOLLOWED as SUBMISSION_FOLLOWED
+from sada.pipeline.domain.vocabulary import SUBMISSION_UNFOLLOWED as SUBMISSION_UNFOLLOWED
 from sada.pipeline.domain.vocabulary import SUBMISSION_WITHDRAWN as SUBMISSION_WITHDRAWN
 from sada.pipeline.domain.vocabulary import VOTE_CAST as VOTE_CAST
 from sada.pipeline.domain.vocabulary import VOTE_RETRACTED as VOTE_RETRACTED
@@ -64,6 +66,17 @@ class VoteRetracted:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowChanged:
+    """A person starts (``on``) or stops following a submission: it changes no state."""
+
+    key: str
+    time: datetime
+    submission_id: str
+    follower_id: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ResponsePosted:
     key: str
     time: datetime
@@ -89,6 +102,7 @@ DomainEvent = (
     | VoteRetracted
     | ResponsePosted
     | SatisfactionRated
+    | FollowChanged
 )
 
 

@@ -13,7 +13,9 @@ Recipients are strings with a prefix naming who they are:
 * ``monitoring:<id>`` — the monitoring unit, told of every overdue escalation;
 * ``author:<pseudonymous id>`` — the author, through the integrator source
   that created the submission (carried in the notification's ``source``);
-* ``follower:<voter id>`` — supporters: a support vote follows by default.
+* ``follower:<person id>`` — whoever follows it: by ``sada.submission.followed``, or by a
+  support vote, which follows by default; ``sada.submission.unfollowed``, a retraction
+  or an opposing vote stops it.
 """
 
 from __future__ import annotations
@@ -163,8 +165,11 @@ def _audience_plan(
     authors = sorted(r for r in audience.followers if r.startswith("author:"))
     plan = [(r, author_type) for r in authors]
     if follower_type is not None:
+        # An author who also follows it hears once, as its author.
         plan.extend(
-            (r, follower_type) for r in sorted(audience.followers) if r.startswith("follower:")
+            (r, follower_type)
+            for r in sorted(audience.followers)
+            if r.startswith("follower:") and f"author:{r[9:]}" not in audience.followers
         )
     return plan
 

@@ -25,6 +25,7 @@ from sada.pipeline.domain.logcodec import decode_raw, dumps, to_domain
 from sada.pipeline.domain.model import (
     SUBMISSION_CREATED,
     Escalated,
+    FollowChanged,
     ResponsePosted,
     SatisfactionRated,
     Stance,
@@ -278,7 +279,7 @@ class Projector:
                 return
             waits.append(_Waiting(held, late))
             return
-        self._fold(held.offset, record, ce["type"], "")
+        self._fold(held.offset, record, ce["type"], "", ce)
 
     def _expire(self, clock: datetime, final: bool = False) -> None:
         """Events whose submission has not come within the grace (in event time) are rejected.
@@ -413,9 +414,15 @@ class Projector:
             decisions.extend(Decision(offset, len(batch.follows), f[2]) for f in fired)
         if event is None or step.duplicate:
             return
+        # A person is reached through the integrator that carried their latest follow change.
+        via = str(ce.get("source", "")) or None if ce is not None else None
         if step.stance_change is not None:
             sid, voter, stance = step.stance_change
-            batch.follows.append(Follow(sid, follower_recipient(voter), None, stance == "support"))
+            batch.follows.append(Follow(sid, follower_recipient(voter), via, stance == "support"))
+        elif isinstance(event, FollowChanged) and step.effective:
+            batch.follows.append(
+                Follow(event.submission_id, follower_recipient(event.follower_id), via, event.on)
+            )
         elif isinstance(event, SubmissionCreated) and step.effective and ce is not None:
             data = ce.get("data")
             author = data.get("author") if isinstance(data, dict) else None

@@ -79,6 +79,8 @@ VOTE_RETRACTED = "sada.vote.retracted"
 RESPONSE_POSTED = "sada.response.posted"
 SATISFACTION_RATED = "sada.satisfaction.rated"
 SUBMISSION_ESCALATED = "sada.submission.escalated"
+SUBMISSION_FOLLOWED = "sada.submission.followed"
+SUBMISSION_UNFOLLOWED = "sada.submission.unfollowed"
 
 Stance = Literal["support", "oppose"]
 EscalationReason = Literal["support_threshold", "first_response_overdue", "resolution_overdue"]
@@ -101,6 +103,8 @@ _agree(
         RESPONSE_POSTED,
         SATISFACTION_RATED,
         SUBMISSION_ESCALATED,
+        SUBMISSION_FOLLOWED,
+        SUBMISSION_UNFOLLOWED,
     },
     EVENT_TYPES,
 )

@@ -52,6 +52,8 @@ TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(
         "sada.submission.withdrawn": "sada.submissions",
         "sada.vote.cast": "sada.votes",
         "sada.vote.retracted": "sada.votes",
+        "sada.submission.followed": "sada.votes",
+        "sada.submission.unfollowed": "sada.votes",
         "sada.response.posted": "sada.responses",
         "sada.satisfaction.rated": "sada.responses",
         "sada.submission.escalated": "sada.escalations",

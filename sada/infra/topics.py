@@ -76,7 +76,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         VOTES,
         TopicRole.INPUT,
-        "sada.vote.cast, sada.vote.retracted",
+        "sada.vote.cast, sada.vote.retracted, sada.submission.followed, sada.submission.unfollowed",
         configs=_configs(7 * _DAY_MS),
     ),
     TopicSpec(

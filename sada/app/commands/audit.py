@@ -213,6 +213,8 @@ def _actor(ce: dict[str, Any]) -> str:
         return f"author ({role})"
     if t.startswith("sada.vote."):
         return "voter"
+    if t in ("sada.submission.followed", "sada.submission.unfollowed"):
+        return "follower"
     if t == "sada.response.posted":
         return f"unit {data.get('unit_id')}"
     if t == "sada.satisfaction.rated":
@@ -231,6 +233,10 @@ def _change(ce: dict[str, Any], e: dict[str, Any]) -> str:
         text = f"{data.get('stance')} vote"
     elif t == "sada.vote.retracted":
         text = "vote retracted"
+    elif t == "sada.submission.followed":
+        text = "followed"
+    elif t == "sada.submission.unfollowed":
+        text = "unfollowed"
     elif t == "sada.response.posted":
         text = f"{data.get('kind')}"
         if data.get("referred_to_unit_id"):

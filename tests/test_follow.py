@@ -9,8 +9,8 @@ from sada.infra.contracts import TOPIC_OF_TYPE, validate_event
 from sada.pipeline.domain.config import parse_config
 from sada.pipeline.domain.logcodec import encode_event, encode_tick
 from sada.pipeline.domain.memstore import MemoryStore
-from sada.pipeline.domain.notify import RESPONDED, THRESHOLD_REACHED, Audience, for_response
 from sada.pipeline.domain.model import ResponsePosted
+from sada.pipeline.domain.notify import RESPONDED, THRESHOLD_REACHED, Audience, for_response
 from sada.pipeline.domain.projector import Projector
 from sada.pipeline.domain.rules import Rules
 from sada.producers.privacy import Pseudonymizer, is_pseudonym
@@ -141,7 +141,7 @@ def test_a_follow_of_an_unknown_submission_is_treated_as_a_vote_for_one() -> Non
     store = MemoryStore()
     vote = _ce(0, "sada.vote.cast", {"voter_id": "v1", "stance": "support"}, 0)
     log = _log(vote, _follow(1, "f1", 0), _follow(2, "f1", 1, on=False))
-    Projector(RULES, store, 0).apply_batch(log + [(3, encode_tick(T + timedelta(minutes=5)))])
+    Projector(RULES, store, 0).apply_batch([*log, (3, encode_tick(T + timedelta(minutes=5)))])
     outcome = {e.type: (e.effective, e.note) for e in store.events.values()}
     assert outcome == {
         "sada.vote.cast": (False, "unknown submission"),

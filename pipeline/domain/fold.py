@@ -30,6 +30,7 @@ from sada.pipeline.domain.model import (
     VoteRetracted,
 )
 from sada.pipeline.domain.rules import Rules
+from sada.pipeline.domain.sla import AtRiskMark, at_risk_marks, still_at_risk
 
 _EPSILON = timedelta(microseconds=1)
 _VOTES = (VoteCast, VoteRetracted)
@@ -95,6 +96,8 @@ class Step:
     stance_change: tuple[str, str, Stance | None] | None = None  # (submission, voter, stance)
     # Deadlines missed where nothing moves (at the root): (submission, unit, clock, deadline)
     missed: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    # Clocks that became at risk, in instant order: (instant, submission, clock, unit, deadline)
+    at_risk: list[AtRiskMark] = field(default_factory=list)
     first_response_hours: float | None = None  # business hours, arrival -> first response
     resolution_hours: float | None = None  # business hours, creation -> closure
 
@@ -107,6 +110,7 @@ class PartitionFold:
         ledger: Ledger,
         states: Iterable[SubmissionState] = (),
         clock: datetime | None = None,
+        at_risk: bool = False,
     ) -> None:
         self.rules = rules
         self.stances = stances
@@ -118,15 +122,26 @@ class PartitionFold:
         # _compact drops those once they are a quarter of the index.
         self._heap: list[tuple[datetime, str]] = []
         self._compact_at = _MIN_COMPACT
+        # At-risk index (only when asked for: it costs two calendar sums per arrival): the
+        # instants clocks become at risk at, lazily deleted like the deadlines. After each
+        # record none is left at or before the clock, so a fold resumed at ``clock`` needs
+        # only those after it: the others were taken when the clock reached them.
+        self._risk: list[AtRiskMark] | None = [] if at_risk else None
         for s in self.states.values():
             self._schedule(s)
+            if self._risk is not None:
+                self._risk.extend(
+                    m for m in at_risk_marks(s, rules) if clock is None or m[0] > clock
+                )
+        if self._risk:
+            heapq.heapify(self._risk)
 
     def apply(self, record: LogRecord) -> Step:
         step = Step()
         clock = self.clock
         at = record.at if clock is None or record.at > clock else clock
-        heap = self._heap
-        if heap and heap[0][0] < at:
+        heap, risk = self._heap, self._risk
+        if (heap and heap[0][0] < at) or (risk and risk[0][0] <= at):
             self._fire_before(at, step)
         self.clock = at
         if isinstance(record, TickRecord):
@@ -161,6 +176,7 @@ class PartitionFold:
             step.changed.add(new.submission_id)
             if state is None or decide.next_due(new) != decide.next_due(state):
                 self._schedule(new)
+            self._schedule_risk(state, new)
         if decision.escalations:
             step.escalations.extend(decision.escalations)
         return step
@@ -183,6 +199,15 @@ class PartitionFold:
             if len(self._heap) > self._compact_at:
                 self._compact()
 
+    def _schedule_risk(self, old: SubmissionState | None, new: SubmissionState) -> None:
+        """A submission that arrived somewhere (created, referred, escalated) runs new clocks."""
+        risk = self._risk
+        if risk is None:
+            return
+        if old is None or new.arrived_at != old.arrived_at or new.unit_id != old.unit_id:
+            for mark in at_risk_marks(new, self.rules):
+                heapq.heappush(risk, mark)
+
     def _compact(self) -> None:
         """Rebuild the deadline index from its live entries, one per submission.
 
@@ -200,8 +225,16 @@ class PartitionFold:
         self._compact_at = len(self._heap) + max(len(self._heap) // 4, _MIN_COMPACT)
 
     def _fire_before(self, until: datetime, step: Step) -> None:
-        heap = self._heap
-        while heap and heap[0][0] < until:
+        heap, risk = self._heap, self._risk
+        while True:
+            deadline = heap[0][0] if heap and heap[0][0] < until else None
+            # A clock is at risk from its instant on (sla_status), a deadline passes after its
+            # instant; on a tie the at-risk mark goes first.
+            if risk and risk[0][0] <= until and (deadline is None or risk[0][0] <= deadline):
+                self._take_risk(heapq.heappop(risk), step)
+                continue
+            if deadline is None:
+                return
             due, sid = heapq.heappop(heap)
             state = self.states.get(sid)
             if state is None or decide.next_due(state) != due:
@@ -216,6 +249,14 @@ class PartitionFold:
             if new.resolution_overdue and not state.resolution_overdue:
                 step.missed.append((sid, new.unit_id, "resolution", due))
             self._schedule(new)
+            self._schedule_risk(state, new)
+
+    def _take_risk(self, mark: AtRiskMark, step: Step) -> None:
+        # Two arrivals at one instant may leave equal marks: the second is no news.
+        if still_at_risk(self.states.get(mark[1]), mark) and (
+            not step.at_risk or step.at_risk[-1] != mark
+        ):
+            step.at_risk.append(mark)
 
     def deadline_entries(self) -> int:
         """Entries in the deadline index, stale ones included: what it holds in memory."""

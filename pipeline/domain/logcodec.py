@@ -249,6 +249,6 @@ def to_domain(ce: Mapping[str, Any], time: datetime | None = None) -> DomainEven
         return SatisfactionRated(key, time, sid, int(d["rating"]))
     if t == SUBMISSION_WITHDRAWN:
         return SubmissionWithdrawn(key, time, sid)
-    if t == SUBMISSION_FOLLOWED or t == SUBMISSION_UNFOLLOWED:
+    if t in (SUBMISSION_FOLLOWED, SUBMISSION_UNFOLLOWED):
         return FollowChanged(key, time, sid, d["follower_id"], t == SUBMISSION_FOLLOWED)
     raise ValueError(f"not an input event type: {t!r}")

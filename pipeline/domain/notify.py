@@ -9,8 +9,9 @@ decision twice.
 Recipients are strings with a prefix naming who they are:
 
 * ``unit:<id>`` — the unit that now holds the submission (escalation target,
-  referral target);
-* ``monitoring:<id>`` — the monitoring unit, told of every overdue escalation;
+  referral target; also told when one of its clocks is at risk or missed);
+* ``monitoring:<id>`` — the monitoring unit, told of every overdue escalation, every
+  missed deadline and every clock at risk;
 * ``author:<pseudonymous id>`` — the author, through the integrator source
   that created the submission (carried in the notification's ``source``);
 * ``follower:<person id>`` — whoever follows it: by ``sada.submission.followed``, or by a
@@ -34,7 +35,15 @@ RESPONDED = "sada.notification.responded"
 REFERRED = "sada.notification.referred"
 OVERDUE = "sada.notification.overdue"
 THRESHOLD_REACHED = "sada.notification.threshold_reached"
-NOTIFICATION_TYPES: tuple[str, ...] = (ESCALATED, RESPONDED, REFERRED, OVERDUE, THRESHOLD_REACHED)
+AT_RISK = "sada.notification.at_risk"
+NOTIFICATION_TYPES: tuple[str, ...] = (
+    ESCALATED,
+    RESPONDED,
+    REFERRED,
+    OVERDUE,
+    THRESHOLD_REACHED,
+    AT_RISK,
+)
 
 # Fixed forever: changing it would give every notification a new id.
 NAMESPACE = uuid.UUID("5b1f0d4e-7c1a-5e0b-9a53-2d6c0f1e8a47")
@@ -133,6 +142,31 @@ def for_missed(m: Missed, audience: Audience, monitoring: str | None) -> list[No
     return _build(m.decision_id, m.submission_id, m.deadline, plan, Audience(), data)
 
 
+@dataclass(frozen=True, slots=True)
+class AtRisk:
+    """A running clock passed :data:`~sada.pipeline.domain.sla.AT_RISK_FRACTION` of its span."""
+
+    submission_id: str
+    unit_id: str
+    clock: str  # "first_response" or "resolution"
+    deadline: datetime
+    at: datetime  # the at-risk instant: a pure function of the log, never the wall clock
+
+    @property
+    def decision_id(self) -> str:
+        # One per deadline: a clock restarted elsewhere has another deadline, hence another id.
+        return f"at_risk {self.submission_id} {self.clock} {self.deadline.isoformat()}"
+
+
+def for_at_risk(r: AtRisk, monitoring: str | None) -> list[Notification]:
+    """The unit holding it and the monitoring unit are told a deadline is near."""
+    plan = [(unit_recipient(r.unit_id), AT_RISK)]
+    if monitoring is not None:
+        plan.append((f"monitoring:{monitoring}", AT_RISK))
+    data = {"unit_id": r.unit_id, "clock": r.clock, "deadline": _instant(r.deadline)}
+    return _build(r.decision_id, r.submission_id, r.at, plan, Audience(), data)
+
+
 def _instant(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -218,7 +252,8 @@ class Decision:
 
     offset: int  # the log record being applied when it was decided
     follows: int  # how many of the batch's follow changes precede it
-    decision: Escalated | Missed | tuple[ResponsePosted, datetime]  # a response: with its instant
+    # A response comes with the instant it took effect.
+    decision: Escalated | Missed | AtRisk | tuple[ResponsePosted, datetime]
 
     @property
     def submission_id(self) -> str:
@@ -249,6 +284,8 @@ def notifications(
             made = for_escalation(d.decision, audience, monitoring)
         elif isinstance(d.decision, Missed):
             made = for_missed(d.decision, audience, monitoring)
+        elif isinstance(d.decision, AtRisk):
+            made = for_at_risk(d.decision, monitoring)
         else:
             made = for_response(d.decision[0], d.decision[1], audience, monitoring)
         out.extend((d.offset, n) for n in made)

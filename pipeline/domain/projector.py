@@ -34,6 +34,7 @@ from sada.pipeline.domain.model import (
     VoteRetracted,
 )
 from sada.pipeline.domain.notify import (
+    AtRisk,
     Decision,
     Follow,
     Missed,
@@ -108,7 +109,9 @@ class Projector:
         # set, refilled by each prefetch.
         self._ledger: set[str] = set()
         self._taken: set[str] = set()  # tracking codes taken elsewhere, refilled likewise
-        self.fold = PartitionFold(rules, self._stances, self._ledger, states, checkpoint.clock)
+        self.fold = PartitionFold(
+            rules, self._stances, self._ledger, states, checkpoint.clock, at_risk=True
+        )
         self._codes = {s.tracking_code for s in states}
         self.sequencer = Sequencer(clock=checkpoint.clock)
         self.grace = timedelta(seconds=10)
@@ -404,12 +407,13 @@ class Projector:
         before the event, the event's follow change, then what the event decided."""
         batch, decisions, offset = self._batch, self._decisions, self._offset
         event, at = step.event, step.at
-        if step.escalations or step.missed:
+        if step.escalations or step.missed or step.at_risk:
             # Deadlines fired in (instant, submission) order; so are their decisions.
-            fired: list[tuple[datetime, str, Escalated | Missed]] = [
+            fired: list[tuple[datetime, str, Escalated | Missed | AtRisk]] = [
                 (e.time, e.submission_id, e) for e in step.escalations if at is None or e.time < at
             ]
             fired += [(m[3], m[0], Missed(*m)) for m in step.missed]
+            fired += [(r[0], r[1], AtRisk(r[1], r[3], r[2], r[4], r[0])) for r in step.at_risk]
             fired.sort(key=lambda f: (f[0], f[1]))
             decisions.extend(Decision(offset, len(batch.follows), f[2]) for f in fired)
         if event is None or step.duplicate:

@@ -30,17 +30,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sada.pipeline.domain.rules import BusinessClock
+from sada.pipeline.domain.model import SubmissionState
+from sada.pipeline.domain.rules import BusinessClock, Rules
 from sada.pipeline.domain.vocabulary import SLA_STATUSES, SlaStatus
 
 __all__ = [
     "AT_RISK_FRACTION",
     "STATUSES",
+    "AtRiskMark",
     "RunningClock",
     "SlaStatus",
     "at_risk_cutoff",
     "at_risk_instant",
+    "at_risk_marks",
     "sla_status",
+    "still_at_risk",
 ]
 
 STATUSES: Final[tuple[SlaStatus, ...]] = SLA_STATUSES
@@ -119,3 +123,37 @@ def at_risk_cutoff(calendar: BusinessClock, clock: datetime, hours: float) -> da
         else:
             hi = mid
     return lo
+
+
+# When a running clock becomes at risk: (instant, submission, clock, unit, deadline). A
+# tuple, so that a heap orders marks by instant, then submission, then clock.
+AtRiskMark = tuple[datetime, str, str, str, datetime]
+
+
+def at_risk_marks(state: SubmissionState, rules: Rules) -> list[AtRiskMark]:
+    """The instants at which the clocks ``state`` runs at its unit become at risk.
+
+    Both clocks start at ``arrived_at``; a stopped clock (``None`` deadline) or
+    a closed submission has none.
+    """
+    if state.status != "open":
+        return []
+    hours = rules.sla[state.kind]
+    out: list[AtRiskMark] = []
+    for clock, due, span in (
+        ("first_response", state.first_response_due, hours.first_response_hours),
+        ("resolution", state.resolution_due, hours.resolution_hours),
+    ):
+        if due is not None:
+            instant = at_risk_instant(rules.calendar, state.arrived_at, span)
+            out.append((instant, state.submission_id, clock, state.unit_id, due))
+    return out
+
+
+def still_at_risk(state: SubmissionState | None, mark: AtRiskMark) -> bool:
+    """Whether the clock ``mark`` was made for still runs at its unit, to the same deadline."""
+    if state is None or state.status != "open" or state.unit_id != mark[3]:
+        return False
+    if mark[2] == "first_response":
+        return state.first_response_due == mark[4] and not state.first_response_overdue
+    return state.resolution_due == mark[4] and not state.resolution_overdue

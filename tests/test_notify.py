@@ -37,6 +37,7 @@ from sada.pipeline.domain.notify import (
 from sada.pipeline.domain.outbound import notification_event, notification_schema
 from sada.pipeline.domain.projector import Projector
 from sada.pipeline.domain.rules import Rules
+from sada.pipeline.domain.vocabulary import ESCALATION_REASONS, RESPONSE_KINDS
 from sada.pipeline.domain.webhooks import routes
 
 T = datetime(2026, 5, 5, 9, 0, tzinfo=UTC)
@@ -123,6 +124,25 @@ def test_responses() -> None:
         ("author:stu-1", REFERRED),
     ]
     assert referral[0].data["referred_to_unit_id"] == "univ.it"
+
+
+@pytest.mark.parametrize("kind", RESPONSE_KINDS)
+def test_the_author_hears_of_every_response_and_followers_of_answers_and_resolutions(
+    kind: str,
+) -> None:
+    target = "univ.it" if kind == "referral" else None
+    got = {n.recipient: n.type for n in for_response(_resp(kind, target), T, AUDIENCE, None)}
+    assert got["author:stu-1"] == (REFERRED if kind == "referral" else RESPONDED)
+    followers = {r for r in got if r.startswith("follower:")}
+    assert followers == (
+        {"follower:v1", "follower:v2"} if kind in ("answer", "resolution") else set()
+    )
+
+
+@pytest.mark.parametrize("reason", ESCALATION_REASONS)
+def test_the_author_hears_of_every_escalation(reason: str) -> None:
+    got = {n.recipient: n.type for n in for_escalation(_esc(reason), AUDIENCE, "univ.audit")}
+    assert got["author:stu-1"] == ESCALATED
 
 
 def test_one_notification_per_recipient() -> None:

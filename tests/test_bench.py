@@ -43,7 +43,9 @@ LATENCY = {
     for p in ("latency", "latency_light")
     for name in ("offered", "samples", "p50", "p95", "p99", "max")
 }
-ONCE = {"e2e_cost_growth", "replay_cost_growth"} | LATENCY
+# With three webhook endpoints (at the smallest size): the throughput, and its ratio to none.
+WEBHOOKS = {"e2e_throughput_webhooks", "e2e_webhooks_vs_none"}
+ONCE = {"e2e_cost_growth", "replay_cost_growth"} | LATENCY | WEBHOOKS
 # Shares of events that went wrong: zero is the best value, not an insane one.
 ANOMALY_SHARES = {"e2e_late"}
 
@@ -95,6 +97,10 @@ def test_quick_bench_produces_every_figure_with_a_unit(tmp_path: Path) -> None:
         assert by_key[("e2e_vs_raw", n)]["value"] < 10
         # Ingress writes the log as record batches: the limit it is held to is that rate.
         assert by_key[("e2e_vs_raw_batches", n)]["value"] < 1
+
+    # The endpoints were told, and every delivery was answered.
+    hooks = report["details"]["webhooks"]
+    assert hooks["endpoints"] == 3 and hooks["delivered"] > 0 and hooks["drained"], hooks
 
     values = {f["id"]: f["value"] for f in figures if f["events"] is None}
     for p in ("latency", "latency_light"):

@@ -31,6 +31,7 @@ TARGETS: Mapping[str, Target] = {
     "replay_archive": Target(">=", 50_000, "≥ 50,000"),
     "state_per_open_submission": Target("<=", 2_048, "≤ 2,048"),
     "e2e_cost_growth": Target("<=", 1.25, "≤ 1.25 (flat)"),
+    "e2e_webhooks_vs_none": Target(">=", 0.90, "≥ 0.90"),
 }
 
 

@@ -15,6 +15,7 @@ from sada.app.bench.measure import Bench, say
 from sada.app.bench.plan import IDLE_SECONDS, BenchPlan
 from sada.app.bench.report import BenchReport
 from sada.app.bench.scratch import Infra, Scratch
+from sada.app.bench.webhooks import with_webhooks
 from sada.infra.settings import Settings
 from sada.pipeline.domain.config import Config
 
@@ -47,6 +48,7 @@ def run_bench(
             bench = Bench(plan, bench_settings, config, infra, scratch, report, out)
             for n in plan.sizes:
                 bench.workload(n)
+            with_webhooks(bench, plan.sizes[0])
             bench.growth()
             bench.latency()
     finally:

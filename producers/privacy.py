@@ -52,7 +52,9 @@ class Pseudonymizer:
         return PREFIX + digest
 
     def apply(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of ``event`` with ``data.author.id``, ``data.voter_id`` and ``data.follower_id`` pseudonymised.
+        """A copy of ``event`` with its person ids pseudonymised.
+
+        They are ``data.author.id``, ``data.voter_id`` and ``data.follower_id``.
 
         Apply it to an event that has passed validation: a malformed id (with
         spaces, too long) would otherwise come out as a well-formed pseudonym
@@ -76,7 +78,7 @@ class Pseudonymizer:
 
 
 def pseudonymize_event(ce: Mapping[str, Any], key: bytes | str) -> dict[str, Any]:
-    """``ce`` with its person ids (``data.author.id``, ``data.voter_id``, ``data.follower_id``) keyed-hashed.
+    """``ce`` with its person ids keyed-hashed: ``data.author.id``, ``voter_id``, ``follower_id``.
 
     The one function for every way in (the gateway, the SDK, events read from
     Kafka by ingress): pure, idempotent (a pseudonym stays as it is), and the

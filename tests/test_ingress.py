@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sada.pipeline.domain.config import load_config
@@ -446,7 +446,8 @@ def test_one_member_and_three_give_the_same_decisions(seed: int, split: int) -> 
     one = _run(events, members=1, seed=split)
     three = _run(events, members=3, seed=split + 1)
     assert one == three
-    assert one[1], "the history escalated nothing: the comparison would prove little"
+    # A history that escalates nothing proves little: Hypothesis draws another.
+    assume(one[1])
 
 
 @settings(max_examples=15, deadline=None)

@@ -7,10 +7,11 @@ Every figure comes from the same broker in the same run, so they compare:
   consumer with manual assignment reads them back to the fetch high watermark;
   the better of two rounds each. That is the physical limit of the client and
   the broker on this machine.
-- **end-to-end**: N simulated events (:func:`~sada.producers.simulator.simulate`)
-  are generated up front, then published raw to the input topics as fast as
-  the producer goes; the clock runs from the first publish until the projector
-  has applied every record ingress wrote to the canonical log. The shares of
+- **end-to-end**: N events of the chosen mix (:mod:`.mixes`; the same
+  proportions of event types at every size) are generated up front, then
+  published raw to the input topics as fast as the producer goes; the clock
+  runs from the first publish until the projector has applied every record
+  ingress wrote to the canonical log. The shares of
   events accepted and of events late (their time already passed by the
   pipeline clock on arrival) say whether the burst was carried as it should be.
 - **latency**: submissions with 49 supporters each are set up first; then the
@@ -23,7 +24,8 @@ Every figure comes from the same broker in the same run, so they compare:
 - **memory**: the peak resident set of this process, and the bytes of the
   projector's decision state (the fold's submission states and its deadline
   index, counted object by object) per submission.
-- **growth**: the workload figures at each size, so cost per event shows.
+- **growth**: the workload figures at each size, and cost per event at each
+  size over that at the smallest, so what history costs shows.
 
 The load (generation, raw test, publishing, the latency sender and reader)
 runs in a child process, so it does not share an interpreter with the
@@ -46,9 +48,12 @@ leaves the topics empty when it ends.
 The modules: :mod:`.plan` (sizes and loads), :mod:`.run` (the run and its
 environment), :mod:`.measure` (the phases), :mod:`.probe` (the pipeline under
 test), :mod:`.load` (the load process), :mod:`.scratch` (broker topics and
-scratch stores), :mod:`.report` (figures, targets, the table).
+scratch stores), :mod:`.mixes` (the workloads, the same mix at every size),
+:mod:`.workers` (``--workers N``: ``sada run`` processes in one group),
+:mod:`.report` (figures, targets, the table).
 """
 
+from sada.app.bench.mixes import DEFAULT_MIX, MIXES
 from sada.app.bench.plan import (
     DEFAULT_SIZES,
     FULL_SIZES,
@@ -64,12 +69,14 @@ from sada.app.bench.report import BenchReport, Figure, Target, format_table, tim
 from sada.app.bench.run import run_bench
 
 __all__ = [
+    "DEFAULT_MIX",
     "DEFAULT_SIZES",
     "FULL_SIZES",
     "IDLE_SECONDS",
     "LATENCY_RATE",
     "LATENCY_SECONDS",
     "LIGHT_RATE",
+    "MIXES",
     "QUICK_LATENCY_SECONDS",
     "QUICK_SIZES",
     "BenchPlan",

@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import math
 import random
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sada.app.bench.mixes import Record, generate
 from sada.app.bench.plan import LATENCY_DRAIN_SECONDS
 from sada.app.bench.scratch import RAW_TOPIC, create_topic, delete_topics
 from sada.infra import topics
@@ -31,8 +30,6 @@ from sada.infra.reading import partitions_of
 from sada.pipeline.domain.config import Config, load_config
 from sada.pipeline.domain.errors import SadaError
 
-WORKLOAD_START = datetime(2026, 1, 3, tzinfo=UTC)
-WORKLOAD_DAYS = 30.0
 LATENCY_BASE = datetime(2026, 1, 3, 6, 0, tzinfo=UTC)
 LATENCY_SOURCE = "/integrations/bench"
 
@@ -72,12 +69,11 @@ async def _go(parent: Parent) -> bool:
     return message is not None and message.kind == GO
 
 
-Record = tuple[str, bytes, bytes]  # topic, key, value
-
-
 def _workload_child(parent: Parent, job: dict[str, Any], config: Config) -> None:
     n = int(job["events"])
-    records, types = generate(config, n, int(job["seed"]), lambda k: parent.send(PROGRESS, k))
+    records, types = generate(
+        config, n, int(job["seed"]), job["mix"], lambda k: parent.send(PROGRESS, k)
+    )
     parent.send(
         GENERATED,
         {
@@ -90,42 +86,6 @@ def _workload_child(parent: Parent, job: dict[str, Any], config: Config) -> None
     seconds = asyncio.run(_publish_on_go(parent, job["bootstrap"], records))
     if seconds is not None:
         parent.send(PUBLISHED, seconds)
-
-
-def generate(
-    config: Config, n: int, seed: int, progress: Callable[[int], None] | None = None
-) -> tuple[list[Record], Counter[str]]:
-    """The first ``n`` events of a simulated history, encoded, with their topics and keys."""
-    from sada.pipeline.domain.logcodec import dumps as encode
-    from sada.producers.events import topic_for
-    from sada.producers.simulator import simulate
-
-    submissions = _submissions_for(n)
-    while True:
-        records: list[Record] = []
-        types: Counter[str] = Counter()
-        for event in simulate(
-            config, seed=seed, submissions=submissions, start=WORKLOAD_START, days=WORKLOAD_DAYS
-        ):
-            records.append((topic_for(event), str(event["subject"]).encode(), encode(event)))
-            types[event["type"]] += 1
-            if progress is not None and len(records) % 2000 == 0:
-                progress(len(records))
-            if len(records) >= n:
-                if progress is not None:
-                    progress(len(records))
-                return records, types
-        submissions = submissions * 3 // 2 + 1  # the history ran out first: a larger one
-
-
-def _submissions_for(n: int) -> int:
-    """Submissions whose simulated history holds at least ``n`` events, with a margin.
-
-    Measured on the simulator: about ``5.5 + 200 / sqrt(s)`` events per
-    submission for ``s`` submissions (the community votes more as it grows).
-    """
-    x = (-200 + math.sqrt(200**2 + 4 * 5.5 * n)) / (2 * 5.5)
-    return max(10, math.ceil(1.25 * x * x))
 
 
 def _producer(bootstrap: str) -> Any:

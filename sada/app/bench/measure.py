@@ -9,11 +9,13 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from sada.app.bench import load
+from sada.app.bench import load, workers
 from sada.app.bench.load import GENERATED, GO, LATENCY, PROGRESS, PUBLISHED, RAW
+from sada.app.bench.mixes import describe
 from sada.app.bench.plan import (
     LATENCY_DRAIN_SECONDS,
     LATENCY_EVERY,
@@ -85,14 +87,15 @@ class Bench:
         tag = f"[{n:,}]"
         detail: dict[str, Any] = {}
         self.sizes[n] = detail
-        with load.start(self._job("workload", events=n)) as child:
+        with load.start(self._job("workload", events=n, mix=self.plan.mix)) as child:
             generating = Progress(self.out, f"{tag} generating events", n)
             generated = child.expect_blocking(
                 GENERATED,
                 handlers={PROGRESS: lambda k: generating.advance(k - generating.count)},
             )
             generating.done()
-            detail["workload"] = generated
+            detail["workload"] = {**generated, "mix": self.plan.mix}
+            say(self.out, f"{tag} mix {self.plan.mix}: {describe(Counter(generated['types']))}")
             raw = child.expect_blocking(RAW)
             detail["raw"] = raw
             say(
@@ -101,7 +104,19 @@ class Bench:
                 f"({raw['batch_produce_rate']:,.0f} msg/s as record batches), "
                 f"consume {raw['consume_rate']:,.0f} msg/s",
             )
-            live = asyncio.run(self._end_to_end(child, n, detail))
+            if self.plan.workers is None:
+                live = asyncio.run(self._end_to_end(child, n, detail))
+            else:
+                live = workers.end_to_end(
+                    child,
+                    n,
+                    self.plan.workers,
+                    self.settings,
+                    self.infra,
+                    self.scratch,
+                    detail,
+                    self.out,
+                )
         e2e = detail["e2e"]
         rate = n / e2e["seconds"]
         self.report.add("raw_produce", "raw broker produce", raw["produce_rate"], "msg/s", n)
@@ -125,6 +140,39 @@ class Bench:
             n,
         )
         self.report.add("e2e_cost", "end-to-end cost per event", 1e6 / rate, "µs/event", n)
+        try:
+            if self.plan.workers is None:
+                self._inside_figures(n, detail)
+            else:
+                self._worker_figures(n, detail)
+            self._replays(live, n, detail)
+        finally:
+            self.scratch.drop(live)
+
+    def _worker_figures(self, n: int, detail: dict[str, Any]) -> None:
+        """What ``--workers`` measures from outside: CPU per event and the processes' peak RSS."""
+        e2e = detail["e2e"]
+        count = e2e["workers"]
+        self.report.add(
+            "e2e_cpu",
+            f"CPU per event, {count} worker(s)",
+            1e6 * e2e["cpu_seconds"] / n,
+            "µs/event",
+            n,
+        )
+        accepted = sum(h["workers"]["ingress"]["accepted"] for h in e2e["healthz"])
+        self.report.add("e2e_accepted", "end-to-end events accepted", accepted / n, "share", n)
+        self.report.add(
+            "peak_rss",
+            f"peak RSS, {count} worker(s) summed",
+            e2e["peak_rss_bytes"] / 2**20,
+            "MiB",
+            n,
+        )
+
+    def _inside_figures(self, n: int, detail: dict[str, Any]) -> None:
+        """What the pipeline in this process shows: decisions, memory, state sizes."""
+        e2e = detail["e2e"]
         decided = e2e["projector"]
         self.report.add(
             "e2e_accepted", "end-to-end events accepted", decided["accepted"] / n, "share", n
@@ -155,10 +203,6 @@ class Bench:
             "bytes",
             n,
         )
-        try:
-            self._replays(live, n, detail)
-        finally:
-            self.scratch.drop(live)
 
     def _fresh_group(self) -> Settings:
         """Settings with a consumer group of its own: each run reads the topics afresh."""
@@ -265,11 +309,11 @@ class Bench:
     # -- growth -------------------------------------------------------------------------
 
     def growth(self) -> None:
-        """Cost per event at the largest size over the smallest: 1 is flat."""
+        """Cost per event at each size over the smallest, for the run's one mix: 1 is flat."""
         sizes = sorted(self.sizes)
         if len(sizes) < 2:
             return
-        small, large = sizes[0], sizes[-1]
+        small = sizes[0]
 
         def cost(figure_id: str, n: int) -> float:
             value = next(
@@ -277,21 +321,30 @@ class Bench:
             )
             return 1.0 / value
 
-        label = f"{large:,} vs {small:,} events"
-        self.report.add(
-            "e2e_cost_growth",
-            f"end-to-end cost per event, {label}",
-            cost("e2e_throughput", large) / cost("e2e_throughput", small),
-            "ratio",
-            large,
-        )
-        self.report.add(
-            "replay_cost_growth",
-            f"archive replay cost per record, {label}",
-            cost("replay_archive", large) / cost("replay_archive", small),
-            "ratio",
-            large,
-        )
+        for large in sizes[1:]:
+            label = f"{large:,} vs {small:,} events"
+            self.report.add(
+                "e2e_cost_growth",
+                f"end-to-end cost per event, {label}",
+                cost("e2e_throughput", large) / cost("e2e_throughput", small),
+                "ratio",
+                large,
+            )
+            if self.plan.workers is not None:
+                self.report.add(
+                    "e2e_cpu_growth",
+                    f"CPU per event, {label}",
+                    cost("e2e_cpu", small) / cost("e2e_cpu", large),
+                    "ratio",
+                    large,
+                )
+            self.report.add(
+                "replay_cost_growth",
+                f"archive replay cost per record, {label}",
+                cost("replay_archive", large) / cost("replay_archive", small),
+                "ratio",
+                large,
+            )
 
     # -- latency ------------------------------------------------------------------------
 

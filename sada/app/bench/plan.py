@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sada.app.bench.mixes import DEFAULT_MIX, MIXES
 from sada.pipeline.domain.errors import SadaError
 
 DEFAULT_SIZES = (10_000, 100_000)
@@ -33,9 +34,25 @@ class BenchPlan:
     latency_seconds: float
     latency_rate: float = LATENCY_RATE
     seed: int = SEED
+    mix: str = DEFAULT_MIX
+    # None: the pipeline in the bench's own process (its state and memory measured
+    # inside); N: N ``sada run`` processes in one group, measured from outside.
+    workers: int | None = None
 
     @classmethod
-    def choose(cls, *, quick: bool, full: bool, events: int | None) -> BenchPlan:
+    def choose(
+        cls,
+        *,
+        quick: bool,
+        full: bool,
+        events: int | None,
+        mix: str = DEFAULT_MIX,
+        workers: int | None = None,
+    ) -> BenchPlan:
+        if mix not in MIXES:
+            raise SadaError(f"--mix must be one of {', '.join(MIXES)}, got {mix!r}")
+        if workers is not None and workers < 1:
+            raise SadaError(f"--workers must be at least 1, got {workers}")
         if quick and full:
             raise SadaError("--quick and --full exclude each other")
         if events is not None and events < 100:
@@ -43,4 +60,5 @@ class BenchPlan:
         sizes: tuple[int, ...] = FULL_SIZES if full else QUICK_SIZES if quick else DEFAULT_SIZES
         if events is not None:
             sizes = (events,)
-        return cls(sizes, QUICK_LATENCY_SECONDS if quick else LATENCY_SECONDS)
+        latency = QUICK_LATENCY_SECONDS if quick else LATENCY_SECONDS
+        return cls(sizes, latency, mix=mix, workers=workers)

@@ -123,7 +123,30 @@ def format_table(report: BenchReport) -> str:
         lines.append("  ".join(cells).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + _summary(report))
+
+
+def _summary(report: BenchReport) -> list[str]:
+    """Under the table: the workload's mix at each size, and cost per event against the smallest."""
+    sizes: Mapping[int, Any] = report.details.get("sizes", {})
+    lines: list[str] = []
+    for n, detail in sorted(sizes.items()):
+        workload = detail.get("workload") or {}
+        types: Mapping[str, int] = workload.get("types") or {}
+        total = sum(types.values()) or 1
+        shares = ", ".join(
+            f"{t.removeprefix('sada.')} {100 * c / total:.0f}%"
+            for t, c in sorted(types.items(), key=lambda tc: -tc[1])
+        )
+        lines.append(f"mix {workload.get('mix', '?')} at {n:,} events: {shares}")
+    costs = sorted((f.events, f.value) for f in report.figures if f.id == "e2e_cost" and f.events)
+    if costs:
+        base = costs[0][1]
+        lines.append(
+            "end-to-end µs/event (÷ smallest): "
+            + ", ".join(f"{n:,}: {v:.0f} ({v / base:.2f}×)" for n, v in costs)
+        )
+    return ["", *lines] if lines else []
 
 
 def timestamped_path(directory: Path, at: datetime) -> Path:

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import TextIO
 
 from sada.app.bench import (
+    DEFAULT_MIX,
     DEFAULT_SIZES,
     FULL_SIZES,
     IDLE_SECONDS,
     LATENCY_RATE,
     LATENCY_SECONDS,
     LIGHT_RATE,
+    MIXES,
     QUICK_LATENCY_SECONDS,
     QUICK_SIZES,
     BenchPlan,
@@ -58,6 +60,19 @@ The pipeline runs in this process with the event clock and an idle time of
 holding the clock back), so a burst's tail and the escalation latency are not
 dominated by the production default of 5 s.
 
+Workload (--mix): "fixed" gives every submission the same ten-event life
+(created, six votes, a retraction, an acknowledgement and an answer), one a
+minute; "realistic" is the simulator's history of a community of a fixed size,
+30 days after 30 days. Either way the mix is the same at every size (the table
+prints it), so cost per event at each size over the smallest shows what
+history costs.
+
+--workers N runs the pipeline as N `sada run --bootstrap B --database D`
+processes in one consumer group and reports end-to-end events/s and CPU µs per
+event (the CPU time of all their processes over the events); the state and
+memory figures measured inside the pipeline are left out then, and the latency
+phases run in-process as without it.
+
 Without --bootstrap an embedded broker is started and stopped. With
 --bootstrap HOST:PORT (or SADA_KAFKA_BOOTSTRAP) the bench runs against that
 Kafka: it DELETES AND RECREATES the sada.* topics for every phase, so it
@@ -82,6 +97,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--full", action="store_true", help=f"sizes {_sizes(FULL_SIZES)}")
     parser.add_argument(
         "--events", type=int, metavar="N", help="one workload size of N events instead"
+    )
+    parser.add_argument(
+        "--mix",
+        choices=MIXES,
+        default=DEFAULT_MIX,
+        help=f"the workload's mix of events, the same at every size (default {DEFAULT_MIX})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run the pipeline as N `sada run` processes in one group, measured from outside",
     )
     parser.add_argument(
         "--json",
@@ -110,7 +137,9 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = resolve_config(settings)
-    plan = BenchPlan.choose(quick=args.quick, full=args.full, events=args.events)
+    plan = BenchPlan.choose(
+        quick=args.quick, full=args.full, events=args.events, mix=args.mix, workers=args.workers
+    )
     report = BenchReport(plan, datetime.now(UTC))
     path: Path = args.json or timestamped_path(RESULTS_DIR, report.started)
     try:

@@ -15,7 +15,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, false, func, insert, select, true, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
 
 from sada.consumers.store.base import StoreBase
 from sada.consumers.tables import deliveries, followers, notifications, webhook_endpoints
@@ -26,19 +37,29 @@ from sada.pipeline.domain.ports import BatchWrite
 _CHUNK = 900
 
 
+# Built once: a batch's follow changes are written with one executemany each.
+_UNFOLLOW = delete(followers).where(
+    and_(
+        followers.c.submission_id == bindparam("f_submission"),
+        followers.c.recipient == bindparam("f_recipient"),
+    )
+)
+
+
 def write_batch(conn: Connection, batch: BatchWrite, told: bool) -> None:
     """A batch's follow changes and notifications; ``told``: already told (a rebuild)."""
-    for f in batch.follows:
-        key = and_(
-            followers.c.submission_id == f.submission_id, followers.c.recipient == f.recipient
-        )
-        conn.execute(delete(followers).where(key))
-        if f.on:
-            conn.execute(
-                insert(followers).values(
-                    submission_id=f.submission_id, recipient=f.recipient, source=f.source
-                )
-            )
+    if batch.follows:
+        # Each change replaces the pair's row, so only the last change of each
+        # (submission, recipient) pair decides what the batch leaves behind.
+        last = {(f.submission_id, f.recipient): f for f in batch.follows}
+        conn.execute(_UNFOLLOW, [{"f_submission": s, "f_recipient": r} for s, r in last])
+        on = [
+            {"submission_id": f.submission_id, "recipient": f.recipient, "source": f.source}
+            for f in last.values()
+            if f.on
+        ]
+        if on:
+            conn.execute(insert(followers), on)
     if batch.notifications:
         conn.execute(
             insert(notifications),

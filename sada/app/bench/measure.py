@@ -78,6 +78,7 @@ class Bench:
             "partitions": self.settings.partitions,
             "config": str(path) if path else None,
             "seed": self.plan.seed,
+            "mix": self.plan.mix,  # every workload of a run, whichever phase starts it
             **extra,
         }
 
@@ -87,7 +88,7 @@ class Bench:
         tag = f"[{n:,}]"
         detail: dict[str, Any] = {}
         self.sizes[n] = detail
-        with load.start(self._job("workload", events=n, mix=self.plan.mix)) as child:
+        with load.start(self._job("workload", events=n)) as child:
             generating = Progress(self.out, f"{tag} generating events", n)
             generated = child.expect_blocking(
                 GENERATED,
